@@ -1,0 +1,48 @@
+# Batchboard: `make run` starts everything, `make test` runs the whole suite. Nothing else to install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SIM_PORT ?= 8100
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test setup bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: $(BIN)/python requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+var:
+	mkdir -p var
+
+# Local runs keep a generated encryption key in var/ (git-ignored); production sets BATCHBOARD_ENCRYPTION_KEYS.
+var/encryption.key: | var $(VENV)/.runtime
+	$(BIN)/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' > $@
+	chmod 600 $@
+
+setup: $(VENV)/.runtime var/encryption.key
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --no-input
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py createcachetable
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py bootstrap --simulator-url http://127.0.0.1:$(SIM_PORT)/v1
+
+run: setup
+	@DEBUG=$${DEBUG:-1} HOST=$(HOST) PORT=$(PORT) SIM_PORT=$(SIM_PORT) BIN=$(BIN) bash dashboard/run.sh
+
+test: $(VENV)/.dev | var
+	@bash tests/ensure-chromium.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench-smoke: $(VENV)/.dev | var
+	$(BIN)/python bench/sync.py --batches 150 --active 5 --polls 20
+
+clean:
+	rm -rf $(VENV) var

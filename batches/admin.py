@@ -1,0 +1,113 @@
+from django import forms
+from django.contrib import admin
+from django.conf import settings
+
+from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection
+
+
+class ConnectionForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="https", initial=settings.API_DEFAULT_BASE_URL,
+                              help_text="Any OpenAI-compatible base URL, ending in /v1")
+    # Write-only: the stored key is never rendered back, not even masked.
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted. Leave empty to keep the current key.",
+    )
+
+    class Meta:
+        model = Connection
+        fields = ["name", "slug", "base_url", "api_key", "organization", "project", "enabled", "poll_interval"]
+
+    def clean_api_key(self):
+        key = self.cleaned_data["api_key"]
+        if not key and not self.instance.api_key_encrypted:
+            raise forms.ValidationError("A new connection needs an API key.")
+        return key
+
+    def save(self, commit=True):
+        if self.cleaned_data.get("api_key"):
+            self.instance.set_api_key(self.cleaned_data["api_key"])
+        return super().save(commit)
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = ["name", "slug", "base_url", "api_key_hint", "enabled", "last_success_at", "consecutive_failures"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = [
+        "api_key_hint",
+        "last_attempt_at",
+        "last_success_at",
+        "last_error",
+        "consecutive_failures",
+        "warning",
+        "next_sync_at",
+        "last_full_walk_at",
+    ]
+
+    def get_fields(self, request, obj=None):
+        return ConnectionForm.Meta.fields + (self.readonly_fields if obj else [])
+
+    @admin.display(description="API key")
+    def api_key_hint(self, obj):
+        return obj.api_key_hint
+
+
+class SnapshotInline(admin.TabularInline):
+    model = BatchSnapshot
+    extra = 0
+    can_delete = False
+    fields = ["version", "observed_at", "status", "total_requests", "completed_requests", "failed_requests"]
+    readonly_fields = fields
+    ordering = ["-version"]
+    max_num = 0
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    list_display = ["batch_id", "connection", "status", "endpoint", "model", "created_at", "total_requests"]
+    list_filter = ["status", "connection", "endpoint"]
+    search_fields = ["batch_id", "input_file_id", "output_file_id", "error_file_id"]
+    list_select_related = ["connection"]
+    inlines = [SnapshotInline]
+
+    def has_add_permission(self, request):
+        return False  # batches come from the API only
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Batch._meta.fields]
+
+
+@admin.register(BatchSnapshot)
+class BatchSnapshotAdmin(admin.ModelAdmin):
+    list_display = ["batch", "version", "observed_at", "status", "completed_requests", "failed_requests"]
+    list_select_related = ["batch"]
+    raw_id_fields = ["batch"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(BatchTransition)
+class BatchTransitionAdmin(admin.ModelAdmin):
+    list_display = ["batch", "status", "at", "observed_at"]
+    list_select_related = ["batch"]
+    raw_id_fields = ["batch"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created", "username", "action", "batch_id_text", "detail", "ok", "request_id"]
+    list_filter = ["action", "ok"]
+    search_fields = ["batch_id_text", "username", "request_id"]
+    raw_id_fields = ["batch", "user", "connection"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # an audit trail is not edited

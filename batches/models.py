@@ -1,0 +1,383 @@
+from datetime import timedelta
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.utils import timezone
+
+ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
+KNOWN_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
+CANCELLABLE_STATUSES = ("validating", "in_progress", "finalizing")
+# States that normally last minutes: polled faster, and flagged when they last too long.
+TRANSITIONAL_STATUSES = ("validating", "finalizing", "cancelling")
+# The API timestamp that records entering each status.
+STATUS_TIMESTAMP = {
+    "validating": "created_at",
+    "in_progress": "in_progress_at",
+    "finalizing": "finalizing_at",
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "cancelling": "cancelling_at",
+    "cancelled": "cancelled_at",
+}
+TIMESTAMP_FIELDS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+FILE_KINDS = ("input", "output", "error")
+
+
+class KeyUnreadable(Exception):
+    """The stored API key cannot be decrypted with any of BATCHBOARD_ENCRYPTION_KEYS."""
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    try:
+        return MultiFernet([Fernet(key.encode()) for key in keys])
+    except (ValueError, TypeError):
+        raise ImproperlyConfigured(
+            "BATCHBOARD_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe base64 bytes)"
+        ) from None
+
+
+def encrypt_secret(plain: str) -> str:
+    return _fernet(tuple(settings.ENCRYPTION_KEYS)).encrypt(plain.encode()).decode()
+
+
+def decrypt_secret(token: str) -> str:
+    try:
+        return _fernet(tuple(settings.ENCRYPTION_KEYS)).decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise KeyUnreadable("the stored API key cannot be decrypted with BATCHBOARD_ENCRYPTION_KEYS") from None
+
+
+def default_poll_interval() -> int:
+    return int(settings.SYNC_ACTIVE_INTERVAL)
+
+
+class Connection(models.Model):
+    """One API account (key + base URL, optionally an organization/project) that Batchboard watches."""
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=50, unique=True)
+    base_url = models.URLField(max_length=500, default=settings.API_DEFAULT_BASE_URL)
+    api_key_encrypted = models.TextField(editable=False)
+    organization = models.CharField(max_length=100, blank=True, help_text="Sent as OpenAI-Organization")
+    project = models.CharField(max_length=100, blank=True, help_text="Sent as OpenAI-Project")
+    enabled = models.BooleanField(default=True)
+    poll_interval = models.PositiveIntegerField(
+        default=default_poll_interval,
+        help_text="Seconds between syncs while batches are active; idle connections sync less often",
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    # Sync health and scheduling (written by batches/sync.py only).
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    warning = models.TextField(blank=True, help_text="Set when the last list walk looked inconsistent")
+    next_sync_at = models.DateTimeField(null=True, blank=True)
+    full_walk_due = models.BooleanField(default=True)
+    last_full_walk_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            # sync_due_connections: enabled connections whose next sync time has come
+            models.Index(fields=["enabled", "next_sync_at"], name="connection_due"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.slug} {self.base_url}>"
+
+    def set_api_key(self, plain: str) -> None:
+        self.api_key_encrypted = encrypt_secret(plain.strip())
+
+    @property
+    def api_key(self) -> str:
+        return decrypt_secret(self.api_key_encrypted)
+
+    @property
+    def api_key_hint(self) -> str:
+        """What the UI may show of the key: its last four characters."""
+        try:
+            key = self.api_key
+        except KeyUnreadable:
+            return "(unreadable)"
+        return "…" + key[-4:] if key else "(none)"
+
+    @property
+    def is_failing(self) -> bool:
+        return self.consecutive_failures > 0
+
+    def stale_after(self) -> timedelta:
+        seconds = max(settings.SYNC_STALE_MIN_SECONDS, settings.SYNC_STALE_FACTOR * self.poll_interval)
+        return timedelta(seconds=seconds)
+
+    def is_stale(self, now=None) -> bool:
+        if not self.enabled:
+            return False
+        now = now or timezone.now()
+        return self.last_success_at is None or now - self.last_success_at > self.stale_after()
+
+    def health(self, now=None) -> str:
+        """ok, failing, stale, disabled or pending (never synced yet)."""
+        if not self.enabled:
+            return "disabled"
+        if self.is_failing:
+            return "failing"
+        if self.last_success_at is None:
+            return "pending"
+        return "stale" if self.is_stale(now) else "ok"
+
+
+class Batch(models.Model):
+    """The last known state of one batch of one connection, with one column per field of the API's Batch."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="batches")
+    batch_id = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=255, blank=True)
+    model = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=64)
+    input_file_id = models.CharField(max_length=255, blank=True)
+    output_file_id = models.CharField(max_length=255, blank=True)
+    error_file_id = models.CharField(max_length=255, blank=True)
+    completion_window = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(null=True, blank=True)
+    in_progress_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    finalizing_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    cancelling_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    # Signed 64-bit on purpose: the API's numbers are shown as sent, even when odd.
+    total_requests = models.BigIntegerField(default=0)
+    completed_requests = models.BigIntegerField(default=0)
+    failed_requests = models.BigIntegerField(default=0)
+
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    cached_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    reasoning_tokens = models.BigIntegerField(null=True, blank=True)
+    total_tokens = models.BigIntegerField(null=True, blank=True)
+
+    errors = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    raw = models.JSONField(default=dict)
+
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_synced_at = models.DateTimeField(default=timezone.now)
+    last_changed_at = models.DateTimeField(default=timezone.now)
+    # Incremented on every visible change; snapshots are numbered by it.
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        permissions = [
+            ("cancel_batch", "Can cancel a batch"),
+            ("download_batch_file", "Can download a batch's input, output and error files"),
+            ("refresh_batch", "Can re-sync a batch now"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "batch_id"], name="batch_unique_per_connection"),
+        ]
+        indexes = [
+            # the list page's default order, and its created-date range filter
+            models.Index(fields=["-created_at", "-id"], name="batch_newest"),
+            # the list page filtered by status (and the status count cards)
+            models.Index(fields=["status", "-created_at"], name="batch_status_newest"),
+            # the list page filtered by connection
+            models.Index(fields=["connection", "-created_at"], name="batch_connection_newest"),
+            # the list page filtered by model / by endpoint
+            models.Index(fields=["model", "-created_at"], name="batch_model_newest"),
+            models.Index(fields=["endpoint", "-created_at"], name="batch_endpoint_newest"),
+            # the list poll's change token
+            models.Index(fields=["-last_changed_at"], name="batch_last_changed"),
+        ]
+
+    def __str__(self) -> str:
+        return self.batch_id
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in KNOWN_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_cancellable(self) -> bool:
+        return self.status in CANCELLABLE_STATUSES
+
+    @property
+    def all_requests_failed(self) -> bool:
+        """A `completed` batch whose every request failed: reads as a failure, not a success."""
+        return self.status == "completed" and self.completed_requests <= 0 and self.failed_requests > 0
+
+    @property
+    def outcome(self) -> str:
+        """The status a person should see: `completed` with zero successes shows as failed."""
+        if self.all_requests_failed:
+            return "all_failed"
+        return self.status if self.is_known_status else "unknown"
+
+    def progress(self) -> dict:
+        """Shares (0..100) of completed, failed and remaining requests, safe for odd counts."""
+        completed = max(self.completed_requests, 0)
+        failed = max(self.failed_requests, 0)
+        total = max(self.total_requests, completed + failed)
+        if total <= 0:
+            return {"completed": 0.0, "failed": 0.0, "remaining": 100.0, "done": 0.0, "known": False}
+        done_completed = 100.0 * completed / total
+        done_failed = 100.0 * failed / total
+        return {
+            "completed": round(done_completed, 1),
+            "failed": round(done_failed, 1),
+            "remaining": round(max(0.0, 100.0 - done_completed - done_failed), 1),
+            "done": round(done_completed + done_failed, 1),
+            "known": True,
+        }
+
+    def success_rate(self) -> float | None:
+        """Percent of finished requests that succeeded; None before any finished."""
+        completed = max(self.completed_requests, 0)
+        finished = completed + max(self.failed_requests, 0)
+        if finished <= 0:
+            return 0.0 if self.status == "completed" and self.total_requests > 0 else None
+        return round(100.0 * completed / finished, 1)
+
+    @property
+    def status_since(self):
+        """When the batch entered its current status, by the API's own timestamp."""
+        field = STATUS_TIMESTAMP.get(self.status)
+        return getattr(self, field) if field else None
+
+    def time_in_status(self, now=None) -> timedelta | None:
+        since = self.status_since
+        if since is None:
+            return None
+        return max((now or timezone.now()) - since, timedelta(0))
+
+    def expires_in(self, now=None) -> timedelta | None:
+        """Time left in the completion window; None once the batch is terminal or when unknown."""
+        if self.is_terminal or self.expires_at is None:
+            return None
+        return self.expires_at - (now or timezone.now())
+
+    def is_stuck(self, now=None) -> bool:
+        limit = settings.STUCK_AFTER_SECONDS.get(self.status)
+        spent = self.time_in_status(now)
+        return limit is not None and spent is not None and spent.total_seconds() > limit
+
+    def file_id(self, kind: str) -> str:
+        return {"input": self.input_file_id, "output": self.output_file_id, "error": self.error_file_id}[kind]
+
+    @property
+    def display_name(self) -> str:
+        """A human name from metadata, when the submitter gave one."""
+        if isinstance(self.metadata, dict):
+            for key in ("description", "name", "title", "job"):
+                value = self.metadata.get(key)
+                if value:
+                    return str(value)[:200]
+        return ""
+
+
+class BatchSnapshot(models.Model):
+    """One row per visible change of a batch (never one per poll)."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="snapshots")
+    version = models.PositiveIntegerField()
+    observed_at = models.DateTimeField()
+    status = models.CharField(max_length=64)
+    total_requests = models.BigIntegerField(default=0)
+    completed_requests = models.BigIntegerField(default=0)
+    failed_requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    cached_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    reasoning_tokens = models.BigIntegerField(null=True, blank=True)
+    total_tokens = models.BigIntegerField(null=True, blank=True)
+    output_file_id = models.CharField(max_length=255, blank=True)
+    error_file_id = models.CharField(max_length=255, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["version"]
+        constraints = [
+            # Two syncs racing on one batch cannot both write version N.
+            models.UniqueConstraint(fields=["batch", "version"], name="snapshot_unique_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} v{self.version} {self.status}"
+
+
+class BatchTransition(models.Model):
+    """A status the batch entered: when the API says it did (`at`) and when we first saw it."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="transitions")
+    status = models.CharField(max_length=64)
+    at = models.DateTimeField(null=True, blank=True)
+    observed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "observed_at"]
+        constraints = [models.UniqueConstraint(fields=["batch", "status"], name="transition_unique_status")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} → {self.status}"
+
+
+class AuditEvent(models.Model):
+    ACTIONS = [("cancel", "Cancel"), ("download", "Download"), ("refresh", "Refresh")]
+
+    created = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=16, choices=ACTIONS)
+    connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.SET_NULL)
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
+    batch_id_text = models.CharField("batch id", max_length=255, blank=True)
+    detail = models.CharField(max_length=255, blank=True, help_text="e.g. which file was downloaded")
+    ok = models.BooleanField(default=True)
+    result = models.TextField(blank=True)
+    request_id = models.CharField(max_length=255, blank=True, help_text="The API's x-request-id")
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # the audit table on a batch's detail page
+            models.Index(fields=["batch", "-created"], name="audit_batch_newest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} {self.batch_id_text}"

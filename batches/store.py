@@ -1,0 +1,84 @@
+"""Writing API observations into the database: upsert, snapshot on visible change, transitions.
+
+Safe to call twice with the same payload and safe under concurrent callers: updates are
+conditional on the version read (optimistic), and unique constraints back that up.
+"""
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .models import STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchSnapshot, BatchTransition, Connection
+from .payload import VISIBLE_FIELDS, batch_fields, visible_state
+
+def store_batch(connection: Connection, payload, *, observed_at: datetime | None = None) -> tuple[Batch, str]:
+    """Upsert one API payload. Returns the batch and what happened: "new", "changed" or "unchanged".
+
+    Raises MalformedPayload for a payload that has no usable id.
+    """
+    observed_at = observed_at or timezone.now()
+    fields = batch_fields(payload)
+    for _ in range(5):
+        batch = Batch.objects.filter(connection=connection, batch_id=fields["batch_id"]).first()
+        if batch is None:
+            try:
+                with transaction.atomic():
+                    batch = Batch.objects.create(
+                        connection=connection,
+                        first_seen_at=observed_at,
+                        last_synced_at=observed_at,
+                        last_changed_at=observed_at,
+                        version=1,
+                        **fields,
+                    )
+                    _write_history(batch, observed_at)
+                return batch, "new"
+            except IntegrityError:
+                continue  # another worker stored it first: compare against theirs
+        if _is_stale_observation(batch, fields):
+            return batch, "unchanged"
+        if visible_state(fields) == visible_state(batch):
+            if batch.raw != fields["raw"]:
+                # Only invisible parts changed (timestamps, unknown keys): refresh them, no snapshot.
+                Batch.objects.filter(pk=batch.pk, version=batch.version).update(last_synced_at=observed_at, **fields)
+            return batch, "unchanged"
+        with transaction.atomic():
+            updated = Batch.objects.filter(pk=batch.pk, version=batch.version).update(
+                version=batch.version + 1, last_synced_at=observed_at, last_changed_at=observed_at, **fields
+            )
+            if not updated:
+                continue  # somebody changed it between our read and write: read again
+            batch.refresh_from_db()
+            _write_history(batch, observed_at)
+        return batch, "changed"
+    raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
+
+
+def touch_batches(batch_ids: list[int], *, observed_at: datetime) -> None:
+    """Mark batches seen unchanged in one query (keeps `last_synced_at` honest without a write per row)."""
+    if batch_ids:
+        Batch.objects.filter(pk__in=batch_ids).update(last_synced_at=observed_at)
+
+
+def _is_stale_observation(batch: Batch, fields: dict) -> bool:
+    """A payload read before a newer one we already stored (a terminal batch never becomes active again)."""
+    return batch.status in TERMINAL_STATUSES and fields["status"] not in TERMINAL_STATUSES
+
+
+def _write_history(batch: Batch, observed_at: datetime) -> None:
+    BatchSnapshot.objects.create(
+        batch=batch,
+        version=batch.version,
+        observed_at=observed_at,
+        **{name: getattr(batch, name) for name in VISIBLE_FIELDS},
+    )
+    entered = [
+        BatchTransition(batch=batch, status=status, at=getattr(batch, field), observed_at=observed_at)
+        for status, field in STATUS_TIMESTAMP.items()
+        if getattr(batch, field) is not None and status != batch.status
+    ]
+    entered.append(
+        BatchTransition(batch=batch, status=batch.status, at=batch.status_since, observed_at=observed_at)
+    )
+    BatchTransition.objects.bulk_create(entered, ignore_conflicts=True)

@@ -1,0 +1,29 @@
+"""Celery tasks: a decorator and one call into batches/sync.py each."""
+
+from celery import shared_task
+from django.conf import settings
+
+from . import retention, sync
+
+_LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_TIME_LIMIT - 10}
+
+
+@shared_task(ignore_result=True, acks_late=True, expires=60, **_LIMITS)
+def sync_due_connections() -> None:
+    for connection_id in sync.due_connection_ids():
+        sync_connection.delay(connection_id)
+
+
+@shared_task(ignore_result=True, acks_late=True, **_LIMITS)
+def sync_connection(connection_id: int, full: bool = False) -> str:
+    return sync.sync_connection(connection_id=connection_id, full=full).summary()
+
+
+@shared_task(ignore_result=True, acks_late=True, **_LIMITS)
+def refresh_batch(connection_id: int, batch_id: str) -> None:
+    sync.refresh_batch_by_id(connection_id=connection_id, batch_id=batch_id)
+
+
+@shared_task(ignore_result=True, acks_late=True, **_LIMITS)
+def thin_snapshots() -> int:
+    return retention.thin_snapshots()

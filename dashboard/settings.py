@@ -1,0 +1,311 @@
+"""Batchboard settings: every value comes from the environment, with defaults that need nothing installed.
+
+The README lists every variable with its default. A bad value stops start-up with an
+ImproperlyConfigured error that names the variable.
+"""
+
+import json
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+VERSION = "0.1.0"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
+
+
+def env_number(name: str, default: float, *, minimum: float = 0, cast=int):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = cast(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a {cast.__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
+def parse_database_url(url: str, name: str = "DATABASE_URL") -> dict:
+    """Turn `sqlite:///path` or `postgres://user:pass@host:port/db?opt=v` into a DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///var/db.sqlite3 is relative; sqlite:////abs/db.sqlite3 is absolute
+        if not path:
+            raise ImproperlyConfigured(f"{name} names no SQLite file: {url!r}")
+        file = Path(path) if Path(path).is_absolute() else BASE_DIR / path
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(file),
+            # The worker and the web server write at once: WAL lets readers continue while one
+            # writer holds the lock; IMMEDIATE takes the write lock up front so a transaction
+            # never fails half-way on upgrade; the timeout makes writers queue instead of failing.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": str(file.with_name("test-" + file.name))},
+        }
+    if parts.scheme in ("postgres", "postgresql", "pgsql"):
+        if not parts.path.strip("/"):
+            raise ImproperlyConfigured(f"{name} names no database: {url!r}")
+        options = dict(parse_qsl(parts.query))
+        try:
+            port = parts.port
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} has a bad port: {url!r}") from None
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.strip("/")),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(port or ""),
+            "CONN_MAX_AGE": env_number("DATABASE_CONN_MAX_AGE", 60),
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": options,
+        }
+    raise ImproperlyConfigured(f"{name} must start with sqlite:// or postgres://, got {parts.scheme or url!r}")
+
+
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it to a long random string, or set DEBUG=1 for local development."
+        )
+    SECRET_KEY = "insecure-development-key-only-used-when-DEBUG-is-on"
+
+# Fernet keys for API keys at rest: the first encrypts, every one decrypts (rotation).
+ENCRYPTION_KEYS = env_list("BATCHBOARD_ENCRYPTION_KEYS", "")
+if not ENCRYPTION_KEYS and DEBUG and (VAR_DIR / "encryption.key").exists():
+    ENCRYPTION_KEYS = [(VAR_DIR / "encryption.key").read_text().strip()]
+if not ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "BATCHBOARD_ENCRYPTION_KEYS is not set. Generate a key with "
+        "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'` "
+        "(`make run` writes one to var/encryption.key when DEBUG is on)."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "batches",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "batches.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "batches.views.site_context",
+            ],
+        },
+    }
+]
+
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'batchboard.sqlite3'}"
+DATABASES = {"default": parse_database_url(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Shared by every web process (login throttling, error-file summaries): the database by default.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL in ("", "db"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "batchboard_cache"}}
+else:
+    raise ImproperlyConfigured(f"CACHE_URL must be empty, 'db' or a redis:// URL, got {CACHE_URL!r}")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "batch-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+
+# Security. Production behind TLS: set SECURE_SSL_REDIRECT=1 and SECURE_HSTS_SECONDS; behind a
+# proxy that terminates TLS, also SECURE_PROXY_SSL_HEADER=1 (trusts X-Forwarded-Proto).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_number("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", SECURE_SSL_REDIRECT)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+# Celery: a broker that needs no server by default (a SQLite file under var/), Redis or
+# RabbitMQ in production.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+if "://" not in CELERY_BROKER_URL:
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL must be a URL such as redis://host:6379/0, got {CELERY_BROKER_URL!r}")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": env_number("CELERY_POLLING_INTERVAL", 1.0, cast=float)}
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "sync-due-connections": {
+        "task": "batches.tasks.sync_due_connections",
+        "schedule": env_number("SYNC_TICK_SECONDS", 5.0, minimum=0.1, cast=float),
+        "options": {"expires": 30},
+    },
+    "thin-snapshots": {
+        "task": "batches.tasks.thin_snapshots",
+        "schedule": 3600.0,
+    },
+}
+
+# Talking to the Batch API (batches/client.py). Seconds unless named otherwise.
+API_CONNECT_TIMEOUT = env_number("API_CONNECT_TIMEOUT", 5.0, cast=float)
+API_READ_TIMEOUT = env_number("API_READ_TIMEOUT", 30.0, cast=float)
+API_RETRIES = env_number("API_RETRIES", 2)
+API_RETRY_BACKOFF = env_number("API_RETRY_BACKOFF", 0.5, cast=float)
+API_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# The sync cadence (batches/sync.py).
+SYNC_ACTIVE_INTERVAL = env_number("SYNC_ACTIVE_INTERVAL", 15.0, cast=float)
+SYNC_TRANSITION_INTERVAL = env_number("SYNC_TRANSITION_INTERVAL", 5.0, cast=float)
+SYNC_IDLE_INTERVAL = env_number("SYNC_IDLE_INTERVAL", 300.0, cast=float)
+SYNC_FULL_WALK_HOURS = env_number("SYNC_FULL_WALK_HOURS", 24.0, cast=float)
+SYNC_PAGE_SIZE = env_number("SYNC_PAGE_SIZE", 100, minimum=1)
+SYNC_LEASE_SECONDS = env_number("SYNC_LEASE_SECONDS", 300.0, cast=float)
+SYNC_RETRY_AFTER_CAP = env_number("SYNC_RETRY_AFTER_CAP", 600.0, cast=float)
+SYNC_FAILURE_BACKOFF_CAP = env_number("SYNC_FAILURE_BACKOFF_CAP", 600.0, cast=float)
+SYNC_TASK_TIME_LIMIT = env_number("SYNC_TASK_TIME_LIMIT", 240)
+# A connection whose last success is older than this many of its intervals (and at least
+# SYNC_STALE_MIN_SECONDS) is shown as stale.
+SYNC_STALE_FACTOR = env_number("SYNC_STALE_FACTOR", 4.0, cast=float)
+SYNC_STALE_MIN_SECONDS = env_number("SYNC_STALE_MIN_SECONDS", 120.0, cast=float)
+
+# Snapshots of terminal batches older than this are thinned (status changes are always kept).
+SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
+
+# The dashboard.
+LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 5, minimum=1)
+LIST_PAGE_SIZE = env_number("LIST_PAGE_SIZE", 50, minimum=1)
+ERROR_FILE_SCAN_BYTES = env_number("ERROR_FILE_SCAN_BYTES", 10 * 1024 * 1024, minimum=1024)
+DOWNLOAD_CHUNK_BYTES = env_number("DOWNLOAD_CHUNK_BYTES", 64 * 1024, minimum=1024)
+# A batch sitting in validating/finalizing/cancelling longer than this is flagged "stuck?".
+STUCK_AFTER_SECONDS = {
+    "validating": env_number("STUCK_VALIDATING_SECONDS", 3600),
+    "finalizing": env_number("STUCK_FINALIZING_SECONDS", 3600),
+    "cancelling": env_number("STUCK_CANCELLING_SECONDS", 1200),
+}
+# USD per million tokens; the batch discount applies on top. Override with MODEL_PRICES_JSON.
+BATCH_PRICE_DISCOUNT = env_number("BATCH_PRICE_DISCOUNT", 0.5, cast=float)
+MODEL_PRICES = {
+    "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
+    "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+    "gpt-4.1": {"input": 2.00, "cached_input": 0.50, "output": 8.00},
+    "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
+    "gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10.00},
+    "gpt-5-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.00},
+    "o3-mini": {"input": 1.10, "cached_input": 0.55, "output": 4.40},
+    "text-embedding-3-small": {"input": 0.02, "cached_input": 0.02, "output": 0.0},
+    "text-embedding-3-large": {"input": 0.13, "cached_input": 0.13, "output": 0.0},
+}
+if os.environ.get("MODEL_PRICES_JSON"):
+    try:
+        MODEL_PRICES = json.loads(os.environ["MODEL_PRICES_JSON"])
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"MODEL_PRICES_JSON is not valid JSON: {exc}") from None
+    if not isinstance(MODEL_PRICES, dict):
+        raise ImproperlyConfigured("MODEL_PRICES_JSON must be a JSON object of model -> prices")
+
+LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_FAILURE_WINDOW = env_number("LOGIN_FAILURE_WINDOW", 900, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "batches.redact.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"urllib3": {"level": "WARNING"}},
+}

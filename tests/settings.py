@@ -1,0 +1,23 @@
+"""Test settings: the production settings module, with secrets filled in and every delay shrunk."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
+# A fixed Fernet key for tests only (32 bytes, url-safe base64).
+os.environ.setdefault("BATCHBOARD_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWtleS10ZXN0LW9ubHkta2V5LTAwMDA=")
+os.environ.setdefault("CELERY_BROKER_URL", "sqla+sqlite:///" + os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-celery-broker.sqlite3"))
+
+from dashboard.settings import *  # noqa: E402,F403
+
+# Subprocesses started by tests (a Celery worker, say) must open the test database, not the real one.
+if os.environ.get("BATCHBOARD_USE_TEST_DATABASE"):
+    DATABASES["default"]["NAME"] = os.environ["BATCHBOARD_USE_TEST_DATABASE"]  # noqa: F405
+
+CELERY_TASK_DEFAULT_QUEUE = "batchboard-test"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.2}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+API_CONNECT_TIMEOUT = 2.0
+API_READ_TIMEOUT = 2.0
+API_RETRY_BACKOFF = 0.01
+SYNC_LEASE_SECONDS = 30.0
