@@ -13,6 +13,7 @@ from time import time
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from .models import Connection, KeyUnreadable
@@ -135,12 +136,9 @@ class BatchApi:
         timeout = (settings.API_CONNECT_TIMEOUT, settings.API_READ_TIMEOUT)
         try:
             response = self.session.request(method, self.base_url + path, timeout=timeout, **kwargs)
-        except requests.Timeout:
-            self.requests_made += 1 + settings.API_RETRIES
-            raise TransientError(f"timed out talking to {self.base_url}") from None
         except requests.RequestException as exc:
-            self.requests_made += 1
-            raise TransientError(f"could not reach {self.base_url}: {type(exc).__name__}") from None
+            self.requests_made += 1 + (settings.API_RETRIES if method == "GET" else 0)
+            raise TransientError(_network_failure(exc, self.base_url)) from None
         retries = getattr(response.raw, "retries", None)
         self.requests_made += 1 + (len(retries.history) if retries else 0)
         if response.status_code >= 400:
@@ -160,6 +158,15 @@ class BatchApi:
             raise TransientError("the API sent JSON that is not an object", status=response.status_code,
                                  request_id=request_id)
         return data
+
+
+def _network_failure(exc: requests.RequestException, base_url: str) -> str:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # urllib3's MaxRetryError
+    if isinstance(exc, requests.Timeout) or isinstance(reason, ReadTimeoutError):
+        return f"timed out talking to {base_url}"
+    if isinstance(reason, NewConnectionError):
+        return f"could not connect to {base_url}"
+    return f"could not reach {base_url}: {type(reason or exc).__name__}"
 
 
 def _segment(value: str) -> str:

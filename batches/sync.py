@@ -73,7 +73,9 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
     """
     started = time.monotonic()
     now = now or timezone.now()
-    connection = Connection.objects.get(pk=connection_id)
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:  # deleted while its task waited in the queue
+        return SyncResult(connection=f"#{connection_id}", skipped=True, error="the connection no longer exists")
     result = SyncResult(connection=connection.slug)
     token = _take_lease(connection, now)
     if token is None:
@@ -270,7 +272,9 @@ def _record_failure(connection: Connection, token: str, exc: ApiError, result: S
 
 def refresh_batch_by_id(*, connection_id: int, batch_id: str) -> str:
     """refresh_batch() for a background task: failures are logged and returned, not raised."""
-    connection = Connection.objects.get(pk=connection_id)
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return "the connection no longer exists"
     try:
         _, outcome = refresh_batch(connection=connection, batch_id=batch_id)
     except (ApiError, MalformedPayload) as exc:

@@ -34,9 +34,11 @@ class Faults:
 
     def __init__(self, rate: float = 0.0, kinds=FAULT_KINDS, seed: int = 1, slow_seconds: float = 10.0,
                  retry_after: int = 1):
+        self.lock = threading.Lock()
         self.configure(rate=rate, kinds=kinds, seed=seed, slow_seconds=slow_seconds, retry_after=retry_after)
 
-    def configure(self, *, rate=None, kinds=None, seed=None, slow_seconds=None, retry_after=None) -> None:
+    def configure(self, *, rate=None, kinds=None, seed=None, slow_seconds=None, retry_after=None, next=None) -> None:
+        """`next=N` makes exactly the next N API requests fault (drawn from `kinds`), whatever the rate."""
         if rate is not None:
             rate = float(rate)
             if not 0 <= rate <= 1:
@@ -54,8 +56,19 @@ class Faults:
             self.slow_seconds = float(slow_seconds)
         if retry_after is not None:
             self.retry_after = max(1, int(retry_after))
+        if next is not None:
+            self.forced = max(0, int(next))
+
+    forced = 0
 
     def draw(self) -> str | None:
+        with self.lock:
+            return self._draw()
+
+    def _draw(self) -> str | None:
+        if self.forced > 0:
+            self.forced -= 1
+            return self.kinds[self.rng.randrange(len(self.kinds))]
         if self.rate <= 0:
             return None
         roll, pick = self.rng.random(), self.rng.randrange(len(self.kinds))
@@ -63,7 +76,7 @@ class Faults:
 
     def to_json(self) -> dict:
         return {"rate": self.rate, "kinds": self.kinds, "slow_seconds": self.slow_seconds,
-                "retry_after": self.retry_after}
+                "retry_after": self.retry_after, "next": self.forced}
 
 
 class Stats:
@@ -213,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = self._json_body() if self.body else dict(self.query)
                 try:
                     server.faults.configure(**{k: spec.get(k) for k in (
-                        "rate", "kinds", "seed", "slow_seconds", "retry_after")})
+                        "rate", "kinds", "seed", "slow_seconds", "retry_after", "next")})
                 except (ValueError, TypeError) as exc:
                     raise ApiError(400, str(exc)) from None
                 return self._send_json(200, server.faults.to_json())
@@ -323,7 +336,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self._common_headers("application/json", len(data), extra)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout fault, say)
+            self.close_connection = True
         return status
 
     def _send_file(self, f) -> int:

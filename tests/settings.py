@@ -15,7 +15,6 @@ if os.environ.get("BATCHBOARD_USE_TEST_DATABASE"):
     DATABASES["default"]["NAME"] = os.environ["BATCHBOARD_USE_TEST_DATABASE"]  # noqa: F405
 
 CELERY_TASK_DEFAULT_QUEUE = "batchboard-test"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.2}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 API_CONNECT_TIMEOUT = 2.0
 API_READ_TIMEOUT = 2.0

@@ -1,0 +1,110 @@
+"""batches/client.py against the simulator over real HTTP: retries, classification, streaming."""
+
+import pytest
+
+from batches.client import BatchApi, PermanentError, TransientError
+from tests.conftest import SIM_KEY
+
+
+@pytest.fixture
+def api(simulator, settings):
+    settings.API_READ_TIMEOUT = 0.5
+    client = BatchApi(base_url=simulator.url, api_key=SIM_KEY, organization="org-1", project="proj-1")
+    yield client
+    client.close()
+
+
+def _requests(simulator, endpoint="GET /v1/batches") -> int:
+    return simulator.stats()["by_endpoint"].get(endpoint, 0)
+
+
+def test_it_sends_the_key_org_project_and_a_product_user_agent(api):
+    headers = api.session.headers
+    assert headers["Authorization"] == f"Bearer {SIM_KEY}"
+    assert headers["OpenAI-Organization"] == "org-1" and headers["OpenAI-Project"] == "proj-1"
+    assert headers["User-Agent"].startswith("Batchboard/")
+
+
+def test_list_and_retrieve(api, simulator):
+    simulator.simulator.populate(historical=3)
+    page = api.list_batches(limit=2)
+    assert len(page["data"]) == 2 and page["has_more"] is True
+    assert api.retrieve_batch(page["data"][0]["id"])["id"] == page["data"][0]["id"]
+    assert api.requests_made == 2
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "drop"])
+def test_server_errors_and_dropped_connections_on_gets_are_retried(api, simulator, kind):
+    simulator.set_faults(next=2, kinds=[kind])
+    assert api.list_batches()["data"] == []
+    assert api.requests_made == 3 and _requests(simulator) == 3
+
+
+def test_retries_are_bounded(api, simulator):
+    simulator.set_faults(rate=1.0, kinds=["500"])
+    with pytest.raises(TransientError) as info:
+        api.list_batches()
+    assert info.value.status == 500
+    assert _requests(simulator) == 3
+
+
+def test_a_rate_limit_is_transient_carries_retry_after_and_is_not_slept_on(api, simulator):
+    simulator.set_faults(next=1, kinds=["429"], retry_after=37)
+    with pytest.raises(TransientError) as info:
+        api.list_batches()
+    assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+    assert info.value.retry_after == 37
+    assert info.value.request_id
+    assert _requests(simulator) == 1
+
+
+def test_a_quota_429_is_permanent(api, simulator):
+    simulator.set_faults(next=1, kinds=["quota"])
+    with pytest.raises(PermanentError) as info:
+        api.list_batches()
+    assert info.value.code == "insufficient_quota"
+    assert _requests(simulator) == 1
+
+
+def test_a_truncated_body_is_transient_not_a_crash(api, simulator):
+    simulator.set_faults(next=1, kinds=["truncated"])
+    with pytest.raises(TransientError, match="malformed or truncated"):
+        api.list_batches()
+
+
+def test_a_slow_answer_times_out_as_transient(api, simulator):
+    simulator.set_faults(next=3, kinds=["timeout"], slow_seconds=1.5)
+    with pytest.raises(TransientError, match="timed out"):
+        api.list_batches()
+
+
+def test_a_bad_key_is_permanent_and_unknown_ids_too(simulator):
+    bad = BatchApi(base_url=simulator.url, api_key="sk-wrong-key-1234")
+    with pytest.raises(PermanentError) as info:
+        bad.list_batches()
+    assert info.value.status == 401 and "sk-wrong-key-1234" not in str(info.value)
+    good = BatchApi(base_url=simulator.url, api_key=SIM_KEY)
+    with pytest.raises(PermanentError) as info:
+        good.retrieve_batch("batch_unknown")
+    assert info.value.status == 404
+
+
+def test_cancel_is_never_retried_blindly(api, simulator):
+    batch = simulator.inject_batch("in_progress", lines=50)
+    simulator.set_faults(next=1, kinds=["500"])
+    with pytest.raises(TransientError):
+        api.cancel_batch(batch["id"])
+    assert _requests(simulator, "POST /v1/batches/{id}/cancel") == 1
+    cancelled, request_id = api.cancel_batch(batch["id"])
+    assert cancelled["status"] == "cancelling" and request_id.startswith("req_")
+
+
+def test_file_content_is_a_stream(api, simulator):
+    batch = simulator.inject_batch("completed", lines=300, fail_share=0, created_at=simulator.simulator.clock.now() - 60)
+    meta = api.file_metadata(batch["output_file_id"])
+    response = api.file_content(batch["output_file_id"])
+    try:
+        assert response.raw is not None and not response._content_consumed
+        assert sum(len(chunk) for chunk in response.iter_content(8192)) == meta["bytes"]
+    finally:
+        response.close()
