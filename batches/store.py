@@ -12,15 +12,21 @@ from django.utils import timezone
 from .models import STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchSnapshot, BatchTransition, Connection
 from .payload import VISIBLE_FIELDS, batch_fields, visible_state
 
-def store_batch(connection: Connection, payload, *, observed_at: datetime | None = None) -> tuple[Batch, str]:
+def store_batch(connection: Connection, payload, *, observed_at: datetime | None = None,
+                known: dict | None = None) -> tuple[Batch, str]:
     """Upsert one API payload. Returns the batch and what happened: "new", "changed" or "unchanged".
 
-    Raises MalformedPayload for a payload that has no usable id.
+    `known` maps batch ids to rows the caller already loaded (a whole page in one query), so an
+    unchanged batch costs no query at all. Raises MalformedPayload for a payload without a usable id.
     """
     observed_at = observed_at or timezone.now()
     fields = batch_fields(payload)
-    for _ in range(5):
-        batch = Batch.objects.filter(connection=connection, batch_id=fields["batch_id"]).first()
+    preloaded = (known or {}).get(fields["batch_id"])
+    for attempt in range(5):
+        if attempt == 0 and preloaded is not None:
+            batch = preloaded
+        else:
+            batch = Batch.objects.filter(connection=connection, batch_id=fields["batch_id"]).first()
         if batch is None:
             try:
                 with transaction.atomic():

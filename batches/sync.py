@@ -179,6 +179,8 @@ def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bo
         if seen.intersection(ids) or len(set(ids)) != len(ids):
             raise _WalkAnomaly("the batch list repeated ids across pages")
         observed_at = timezone.now()
+        known = {b.batch_id: b for b in Batch.objects.filter(
+            connection=connection, batch_id__in=[i for i in ids if isinstance(i, str)])}
         reached_known, unchanged = False, []
         for payload in data:
             created = to_datetime(payload.get("created_at")) if isinstance(payload, dict) else None
@@ -186,7 +188,7 @@ def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bo
                 raise _WalkAnomaly("the batch list is not ordered newest first")
             last_created = created or last_created
             try:
-                batch, outcome = store_batch(connection, payload, observed_at=observed_at)
+                batch, outcome = store_batch(connection, payload, observed_at=observed_at, known=known)
             except MalformedPayload as exc:
                 result.problems.append(str(exc))
                 log.warning("sync %s: skipped a malformed batch: %s", connection.slug, exc)

@@ -1,0 +1,62 @@
+"""Shared by the bench scripts: a private database (SQLite file, or a fresh PostgreSQL database) and Django."""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def setup_django(database_url: str | None, label: str):
+    """Point Django at a database of its own; returns a cleanup function that removes it."""
+    from cryptography.fernet import Fernet
+
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ.setdefault("BATCHBOARD_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    cleanup = lambda: None  # noqa: E731
+    if database_url and database_url.startswith("postgres"):
+        import psycopg
+
+        parts = urlsplit(database_url)
+        name = f"batchboard_bench_{label}"
+        admin_url = urlunsplit(parts._replace(path="/postgres"))
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{name}"))
+
+        def cleanup():
+            from django.db import connections
+
+            connections.close_all()
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        directory = tempfile.mkdtemp(prefix=f"batchboard-bench-{label}-", dir=ROOT / "var")
+        os.environ["DATABASE_URL"] = f"sqlite:///{directory}/bench.sqlite3"
+
+        def cleanup():
+            import shutil
+
+            from django.db import connections
+
+            connections.close_all()
+            shutil.rmtree(directory, ignore_errors=True)
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+    return cleanup
+
+
+def table(rows: list[tuple], headers: tuple) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
