@@ -1,7 +1,18 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from . import views
+
+batch = "batches/<slug:slug>/<str:batch_id>/"
+
 urlpatterns = [
+    path("", views.batch_list, name="batch-list"),
+    path(batch, views.batch_detail, name="batch-detail"),
+    path(batch + "files/", views.batch_files, name="batch-files"),
+    path(batch + "files/<str:kind>/", views.batch_download, name="batch-download"),
+    path(batch + "cancel/", views.batch_cancel, name="batch-cancel"),
+    path(batch + "refresh/", views.batch_refresh, name="batch-refresh"),
+    path("healthz", views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

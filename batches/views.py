@@ -1,5 +1,332 @@
+import hashlib
+import json
+import re
+from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezone
+
+from django import forms
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connection as db_connection
+from django.db.models import Count, F, Max, Q, TextField
+from django.db.models.functions import Cast
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from . import actions, files, insights
+from .client import ApiError, BatchApi, PermanentError
+from .models import FILE_KINDS, KNOWN_STATUSES, Batch, Connection
+
+STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
+    ("all_failed", "completed, all failed"), ("unknown", "unknown status")]
+SORTS = {
+    "-created": ("-created_at", "-id"),
+    "created": ("created_at", "id"),
+    "status": ("status", "-created_at", "-id"),
+    "-tokens": (F("total_tokens").desc(nulls_last=True), "-id"),
+    "-requests": ("-total_requests", "-id"),
+}
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def site_context(request):
     return {"VERSION": settings.VERSION, "LIVE_POLL_SECONDS": settings.LIVE_POLL_SECONDS}
+
+
+class ListFilters(forms.Form):
+    status = forms.MultipleChoiceField(choices=STATUS_CHOICES, required=False)
+    connection = forms.SlugField(required=False)
+    endpoint = forms.CharField(required=False, max_length=255)
+    model = forms.CharField(required=False, max_length=255)
+    created_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    created_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
+    page = forms.IntegerField(required=False, min_value=1)
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            self.add_error("created_to", "The end date is before the start date.")
+        return data
+
+
+def _require(request, permission: str) -> None:
+    if not request.user.has_perm(f"batches.{permission}"):
+        raise PermissionDenied
+
+
+def _get_batch_for_user(request, slug: str, batch_id: str) -> tuple[Batch, dict]:
+    """The batch named in the URL and what this user may do with it (404 if absent, 403 without a role)."""
+    _require(request, "view_batch")
+    batch = get_object_or_404(Batch.objects.select_related("connection"), connection__slug=slug, batch_id=batch_id)
+    user = request.user
+    can = {
+        "cancel": user.has_perm("batches.cancel_batch"),
+        "download": user.has_perm("batches.download_batch_file"),
+        "refresh": user.has_perm("batches.refresh_batch"),
+    }
+    return batch, can
+
+
+def _health_token(connections) -> list:
+    now = timezone.now()
+    return [(c.slug, c.health(now), c.last_error, c.warning) for c in connections]
+
+
+def _token(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+# ----- the list ----------------------------------------------------------------------------------
+def _filtered(filters: dict):
+    batches = Batch.objects.all()
+    statuses = filters.get("status") or []
+    if statuses:
+        condition = Q(status__in=[s for s in statuses if s in KNOWN_STATUSES])
+        if "all_failed" in statuses:
+            condition |= Q(status="completed", completed_requests__lte=0, failed_requests__gt=0)
+        if "unknown" in statuses:
+            condition |= ~Q(status__in=KNOWN_STATUSES)
+        batches = batches.filter(condition)
+    if filters.get("connection"):
+        batches = batches.filter(connection__slug=filters["connection"])
+    if filters.get("endpoint"):
+        batches = batches.filter(endpoint=filters["endpoint"])
+    if filters.get("model"):
+        batches = batches.filter(model=filters["model"])
+    if filters.get("created_from"):
+        batches = batches.filter(created_at__gte=datetime.combine(filters["created_from"], dt_time.min, dt_timezone.utc))
+    if filters.get("created_to"):
+        end = datetime.combine(filters["created_to"], dt_time.min, dt_timezone.utc) + timedelta(days=1)
+        batches = batches.filter(created_at__lt=end)
+    if filters.get("q"):
+        q = filters["q"].strip()
+        batches = batches.annotate(metadata_text=Cast("metadata", TextField())).filter(
+            Q(batch_id__icontains=q) | Q(input_file_id__icontains=q) | Q(output_file_id__icontains=q)
+            | Q(error_file_id__icontains=q) | Q(metadata_text__icontains=q)
+        )
+    return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))
+
+
+def _query_without(request, *names: str) -> str:
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def batch_list(request):
+    _require(request, "view_batch")
+    form = ListFilters(request.GET)
+    form.is_valid()
+    filters = form.cleaned_data
+    connections = list(Connection.objects.all())
+    stats = Batch.objects.aggregate(changed=Max("last_changed_at"), count=Count("id"))
+    version = _token(stats["changed"], stats["count"], _health_token(connections), _query_without(request, "v"))
+    if request.htmx and request.GET.get("v") == version:
+        return HttpResponse(status=204)
+    if form.errors and not request.htmx:
+        for field, errors in form.errors.items():
+            label = form.fields[field].label or field.replace("_", " ") if field in form.fields else "Filters"
+            messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
+
+    page = Paginator(_filtered(filters).select_related("connection"), settings.LIST_PAGE_SIZE).get_page(
+        filters.get("page") or 1)
+    counts = dict(Batch.objects.values_list("status").annotate(n=Count("id")).order_by())
+    cards = [{"status": s, "count": counts.get(s, 0)} for s in KNOWN_STATUSES]
+    unknown = sum(n for s, n in counts.items() if s not in KNOWN_STATUSES)
+    if unknown:
+        cards.append({"status": "unknown", "count": unknown})
+    now = timezone.now()
+    context = {
+        "form": form,
+        "page": page,
+        "cards": cards,
+        "connections": connections,
+        "unhealthy": [c for c in connections if c.health(now) in ("failing", "stale")],
+        "version": version,
+        "live_query": _query_without(request, "v"),
+        "page_query": _query_without(request, "page", "v"),
+        "sort_query": _query_without(request, "sort", "page", "v"),
+        "sort": filters.get("sort") or "-created",
+        "filtered": any(filters.get(k) for k in ("status", "connection", "endpoint", "model", "created_from",
+                                                   "created_to", "q")),
+        "endpoints": Batch.objects.order_by().values_list("endpoint", flat=True).distinct()[:50],
+        "now": now,
+    }
+    template = "batches/list.html#batch-live" if request.htmx else "batches/list.html"
+    return render(request, template, context)
+
+
+# ----- the detail --------------------------------------------------------------------------------
+def _detail_context(batch: Batch, can: dict, notice=None) -> dict:
+    now = timezone.now()
+    connection = batch.connection
+    transitions = list(batch.transitions.all())
+    chart_rows = list(batch.snapshots.order_by("version").only(
+        "version", "observed_at", "status", "total_requests", "completed_requests", "failed_requests"))
+    audits = list(batch.audit_events.all()[:20])
+    return {
+        "batch": batch,
+        "can": can,
+        "connection": connection,
+        "notice": notice,
+        "timeline": insights.timeline(batch, transitions),
+        "chart": insights.progress_chart(insights.downsample(chart_rows)),
+        "throughput": insights.throughput(batch, chart_rows, now),
+        "cost": insights.estimated_cost(batch),
+        "history": list(batch.snapshots.order_by("-version")[:50]),
+        "history_total": len(chart_rows),
+        "audits": audits,
+        "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False),
+        "stale": connection.health(now) in ("failing", "stale"),
+        "version": _token(batch.version, [a.pk for a in audits[:1]], _health_token([connection])),
+        "now": now,
+        "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
+    }
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def batch_detail(request, slug: str, batch_id: str):
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    context = _detail_context(batch, can)
+    if request.htmx and request.GET.get("v") == context["version"]:
+        return HttpResponse(status=204)
+    template = "batches/detail.html#batch-live" if request.htmx else "batches/detail.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def batch_files(request, slug: str, batch_id: str):
+    """File sizes/expiry and the grouped request errors: slow (API calls), so loaded after the page."""
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    context = {"batch": batch, "can": can, "files": files.file_details(batch),
+               "request_errors": files.request_errors(batch)}
+    template = "batches/files.html#batch-files" if request.htmx else "batches/files.html"
+    return render(request, template, context)
+
+
+def _after_action(request, batch: Batch, can: dict, outcome: actions.Outcome):
+    if request.htmx:
+        batch.refresh_from_db()
+        response = render(request, "batches/detail.html#batch-live", _detail_context(batch, can, notice=outcome))
+        response.write('<div id="action-panel" hx-swap-oob="true"></div>')
+        return response
+    (messages.success if outcome.ok else messages.error)(request, outcome.message)
+    return redirect("batch-detail", slug=batch.connection.slug, batch_id=batch.batch_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def batch_cancel(request, slug: str, batch_id: str):
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if not can["cancel"]:
+        raise PermissionDenied
+    if request.method == "GET":  # the confirmation step
+        template = "batches/cancel.html#cancel-confirm" if request.htmx else "batches/cancel.html"
+        return render(request, template, {"batch": batch})
+    return _after_action(request, batch, can, actions.cancel(batch=batch, user=request.user))
+
+
+@login_required
+@require_POST
+def batch_refresh(request, slug: str, batch_id: str):
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if not can["refresh"]:
+        raise PermissionDenied
+    return _after_action(request, batch, can, actions.refresh(batch=batch, user=request.user))
+
+
+@login_required
+@require_GET
+def batch_download(request, slug: str, batch_id: str, kind: str):
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if not can["download"]:
+        raise PermissionDenied
+    if kind not in FILE_KINDS:
+        return _file_problem(request, batch, kind, f"There is no “{kind}” file kind.", 404)
+    file_id = batch.file_id(kind)
+    if not file_id:
+        reason = ("This batch has no output file: none of its requests succeeded." if kind == "output"
+                  and batch.is_terminal else f"This batch has no {kind} file (yet).")
+        return _file_problem(request, batch, kind, reason, 404)
+    api = BatchApi.for_connection(batch.connection)
+    try:
+        upstream = api.file_content(file_id)
+    except ApiError as exc:
+        api.close()
+        expired = isinstance(exc, PermanentError) and exc.status == 404
+        reason = (f"The {kind} file {file_id} has expired or was deleted by the API (result files are kept "
+                  "30 days unless the batch asked otherwise)." if expired
+                  else f"The {kind} file could not be fetched: {exc}")
+        actions.audit(user=request.user, action="download", batch=batch, detail=kind,
+                      outcome=actions.Outcome(False, reason, exc.request_id))
+        return _file_problem(request, batch, kind, reason, 404 if expired else 502)
+    actions.audit(user=request.user, action="download", batch=batch, detail=kind,
+                  outcome=actions.Outcome(True, f"{file_id} streamed", upstream.headers.get("x-request-id", "")))
+
+    def stream():
+        try:
+            yield from upstream.iter_content(settings.DOWNLOAD_CHUNK_BYTES)
+        finally:
+            upstream.close()
+            api.close()
+
+    response = StreamingHttpResponse(stream(), content_type="application/jsonl")
+    name = _FILENAME_UNSAFE.sub("_", batch.batch_id)
+    response["Content-Disposition"] = f'attachment; filename="{name}_{kind}.jsonl"'
+    if upstream.headers.get("Content-Length", "").isdigit():
+        response["Content-Length"] = upstream.headers["Content-Length"]
+    return response
+
+
+def _file_problem(request, batch: Batch, kind: str, reason: str, status: int):
+    return render(request, "batches/file_problem.html", {"batch": batch, "kind": kind, "reason": reason},
+                  status=status)
+
+
+# ----- health ------------------------------------------------------------------------------------
+@require_GET
+def healthz(request):
+    """For load balancers and uptime monitors: no error text, no secrets."""
+    database = broker = False
+    try:
+        with db_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = True
+    except Exception:  # noqa: BLE001 - the answer is the boolean
+        pass
+    try:
+        from dashboard.celery import app
+
+        with app.connection_for_read(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        broker = True
+    except Exception:  # noqa: BLE001
+        pass
+    connections = []
+    if database:
+        now = timezone.now()
+        connections = [
+            {"slug": c.slug,
+             "last_success_age_s": round((now - c.last_success_at).total_seconds()) if c.last_success_at else None}
+            for c in Connection.objects.filter(enabled=True).order_by("slug")
+        ]
+    ok = database and broker
+    return JsonResponse({"database": database, "broker": broker, "connections": connections},
+                        status=200 if ok else 503)
+

@@ -5,7 +5,7 @@ set -euo pipefail
 trap 'trap - INT TERM EXIT; kill 0 2>/dev/null; wait 2>/dev/null' INT TERM EXIT
 
 if [ -z "${OPENAI_API_KEY:-}" ]; then
-  "$BIN/python" -m simulator --port "$SIM_PORT" --batches 300 --active 12 --speed 60 \
+  "$BIN/python" -m simulator --port "$SIM_PORT" --batches 300 --active 12 --speed 20 \
     --arrival-interval 45 --api-key sk-sim &
 fi
 "$BIN/celery" -A dashboard worker -B --loglevel INFO --concurrency 2 \

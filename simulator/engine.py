@@ -275,7 +275,7 @@ class Simulator:
         s = self.speed
         return {
             "d_validate": rng.uniform(20, 120) / s,
-            "d_process": (600 + lines * 2.0) * rng.uniform(0.6, 1.6) / s,
+            "d_process": (1800 + lines * 8.0) * rng.uniform(0.5, 1.8) / s,
             "d_finalize": rng.uniform(30, 180) / s,
             "d_cancel": rng.uniform(30, 300) / s,
         }

@@ -26,3 +26,36 @@ def connection(db, simulator):
     conn.set_api_key(SIM_KEY)
     conn.save()
     return conn
+
+
+ROLES = ("anonymous", "norole", "viewer", "operator", "admin")
+PASSWORD = "pw-for-tests-only-123"
+
+
+@pytest.fixture
+def login(db, client):
+    """login(role) logs the test client in as a fresh user of that role and returns the user (None if anonymous)."""
+    from django.contrib.auth.models import Group, User
+
+    def _login(role: str):
+        if role == "anonymous":
+            return None
+        user = User.objects.create_user(role, password=PASSWORD, is_staff=role == "admin")
+        group = {"viewer": "Viewer", "operator": "Operator", "admin": "Admin"}.get(role)
+        if group:
+            user.groups.add(Group.objects.get(name=group))
+        client.force_login(user)
+        return user
+
+    return _login
+
+
+@pytest.fixture
+def synced_batch(connection, simulator):
+    """An in-progress batch that exists in the simulator and in our database."""
+    from batches.models import Batch
+    from batches.sync import sync_connection
+
+    payload = simulator.inject_batch("in_progress", lines=400, fail_share=0.1)
+    sync_connection(connection_id=connection.pk)
+    return Batch.objects.get(batch_id=payload["id"])

@@ -1,0 +1,105 @@
+"""Facts derived from stored rows for the detail page: timeline, progress chart, throughput, cost.
+
+Pure functions over model instances; no I/O.
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+
+from .models import Batch, BatchSnapshot, BatchTransition
+
+CHART_WIDTH, CHART_HEIGHT, CHART_POINTS = 600, 160, 200
+
+
+def timeline(batch: Batch, transitions: list[BatchTransition]) -> list[dict]:
+    """Status transitions in time order, each with how long the batch stayed in that status."""
+    steps = sorted(transitions, key=lambda t: (t.at or t.observed_at, t.observed_at))
+    rows = []
+    for index, step in enumerate(steps):
+        start = step.at or step.observed_at
+        end = (steps[index + 1].at or steps[index + 1].observed_at) if index + 1 < len(steps) else None
+        rows.append({
+            "status": step.status,
+            "at": step.at,
+            "observed_at": step.observed_at,
+            "duration": (end - start) if end and end >= start else None,
+            "current": index == len(steps) - 1 and not batch.is_terminal,
+            "terminal": index == len(steps) - 1 and batch.is_terminal,
+        })
+    return rows
+
+
+def downsample(snapshots: list, limit: int = CHART_POINTS) -> list:
+    """At most `limit` snapshots, evenly spread, always keeping the first and the last."""
+    if len(snapshots) <= limit:
+        return snapshots
+    step = (len(snapshots) - 1) / (limit - 1)
+    return [snapshots[round(i * step)] for i in range(limit)]
+
+
+def progress_chart(snapshots: list[BatchSnapshot]) -> dict | None:
+    """SVG polyline coordinates of finished requests (completed + failed) over observed time."""
+    points = [s for s in snapshots if s.total_requests > 0]
+    if len(points) < 2:
+        return None
+    start, end = points[0].observed_at, points[-1].observed_at
+    span = max((end - start).total_seconds(), 1.0)
+    total = max(max(s.total_requests for s in points), 1)
+
+    def xy(s: BatchSnapshot, value: int) -> str:
+        x = (s.observed_at - start).total_seconds() / span * CHART_WIDTH
+        y = CHART_HEIGHT - min(max(value, 0) / total, 1.0) * CHART_HEIGHT
+        return f"{x:.1f},{y:.1f}"
+
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "done": " ".join(xy(s, s.completed_requests + s.failed_requests) for s in points),
+        "failed": " ".join(xy(s, s.failed_requests) for s in points),
+        "start": start,
+        "end": end,
+        "total": total,
+    }
+
+
+def throughput(batch: Batch, snapshots: list[BatchSnapshot], now: datetime) -> dict | None:
+    """Requests per minute over the in-progress snapshots, and a naive ETA from it."""
+    running = [s for s in snapshots if s.status == "in_progress"]
+    if len(running) < 2:
+        return None
+    first, last = running[0], running[-1]
+    seconds = (last.observed_at - first.observed_at).total_seconds()
+    done = (last.completed_requests + last.failed_requests) - (first.completed_requests + first.failed_requests)
+    if seconds <= 0 or done <= 0:
+        return None
+    per_second = done / seconds
+    remaining = max(batch.total_requests - batch.completed_requests - batch.failed_requests, 0)
+    eta = None
+    if batch.status == "in_progress" and remaining:
+        eta = now + timedelta(seconds=remaining / per_second)
+    return {"per_minute": round(per_second * 60, 1), "eta": eta}
+
+
+def price_for(model: str) -> dict | None:
+    """The price row for a model: an exact match, else the longest configured prefix (gpt-4o-mini-2024-...)."""
+    if not model:
+        return None
+    prices = settings.MODEL_PRICES
+    if model in prices:
+        return prices[model]
+    matches = [name for name in prices if model.startswith(name)]
+    return prices[max(matches, key=len)] if matches else None
+
+
+def estimated_cost(batch: Batch) -> dict | None:
+    """An estimate in USD from the settings' price table, batch discount applied; None when unknown."""
+    price = price_for(batch.model)
+    if price is None or batch.input_tokens is None:
+        return None
+    cached = max(batch.cached_tokens or 0, 0)
+    uncached = max((batch.input_tokens or 0) - cached, 0)
+    output = max(batch.output_tokens or 0, 0)
+    full = (uncached * price.get("input", 0) + cached * price.get("cached_input", price.get("input", 0))
+            + output * price.get("output", 0)) / 1_000_000
+    return {"usd": round(full * settings.BATCH_PRICE_DISCOUNT, 4), "discount": settings.BATCH_PRICE_DISCOUNT}

@@ -1,0 +1,90 @@
+"""Cancel, refresh and download, as an Operator, against the simulator."""
+
+import pytest
+
+from batches.models import AuditEvent, Batch
+
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def operator(login):
+    return login("operator")
+
+
+def _url(batch, suffix=""):
+    return f"/batches/{batch.connection.slug}/{batch.batch_id}/{suffix}"
+
+
+def test_the_cancel_confirmation_says_what_will_happen(client, operator, synced_batch):
+    page = client.get(_url(synced_batch, "cancel/"), **HX).content.decode()
+    assert page.lstrip().startswith('<section id="cancel-confirm"')
+    assert "up to 10 minutes" in page and "already finished are kept" in page
+
+
+def test_cancel_through_htmx_shows_cancelling_at_once_and_is_audited(client, operator, synced_batch, simulator):
+    response = client.post(_url(synced_batch, "cancel/"), **HX)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="batch-status">cancelling' in page and "Cancel requested" in page
+    assert '<div id="action-panel" hx-swap-oob="true"></div>' in page
+    event = AuditEvent.objects.get()
+    assert (event.action, event.ok, event.username) == ("cancel", True, "operator")
+    assert event.request_id.startswith("req_")
+    simulator.advance(600)
+    client.post(_url(synced_batch, "refresh/"), **HX)
+    assert Batch.objects.get().status == "cancelled"
+
+
+def test_a_double_cancel_sends_one_api_call(client, operator, synced_batch, simulator):
+    client.post(_url(synced_batch, "cancel/"), **HX)
+    client.post(_url(synced_batch, "cancel/"), **HX)
+    assert simulator.stats()["by_endpoint"]["POST /v1/batches/{id}/cancel"] == 1
+    assert AuditEvent.objects.filter(action="cancel").count() == 2
+
+
+def test_an_api_refusal_is_shown_inline(client, operator, synced_batch, simulator):
+    simulator.set_faults(next=1, kinds=["quota"])
+    page = client.post(_url(synced_batch, "cancel/"), **HX).content.decode()
+    assert "The API refused the cancel" in page and "insufficient_quota" in page
+    assert AuditEvent.objects.get().ok is False
+
+
+def test_cancel_without_htmx_redirects_with_a_message(client, operator, synced_batch):
+    response = client.post(_url(synced_batch, "cancel/"), follow=True)
+    assert response.redirect_chain[-1][0] == _url(synced_batch)
+    assert "Cancel requested" in response.content.decode()
+
+
+def test_refresh_re_syncs_the_batch(client, operator, synced_batch, simulator):
+    simulator.advance(3600 * 6)
+    page = client.post(_url(synced_batch, "refresh/"), **HX).content.decode()
+    assert "Refreshed: updated." in page
+    assert Batch.objects.get().status != "in_progress"
+    assert AuditEvent.objects.get().action == "refresh"
+
+
+def test_download_streams_the_file_with_a_clear_name(client, operator, synced_batch, simulator):
+    response = client.get(_url(synced_batch, "files/input/"))
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="{synced_batch.batch_id}_input.jsonl"'
+    body = b"".join(response.streaming_content)
+    assert body.count(b"\n") == 400 and int(response["Content-Length"]) == len(body)
+    event = AuditEvent.objects.get()
+    assert (event.action, event.detail, event.ok) == ("download", "input", True)
+
+
+def test_an_absent_file_gives_a_clear_message(client, operator, synced_batch):
+    response = client.get(_url(synced_batch, "files/output/"))
+    assert response.status_code == 404 and b"has no output file" in response.content
+
+
+def test_an_expired_file_gives_a_clear_message(client, operator, synced_batch, simulator):
+    simulator.advance(40 * 86400)
+    response = client.get(_url(synced_batch, "files/input/"))
+    assert response.status_code == 404 and b"has expired or was deleted" in response.content
+    assert AuditEvent.objects.get().ok is False
+
+
+def test_an_unknown_file_kind_is_404(client, operator, synced_batch):
+    assert client.get(_url(synced_batch, "files/secrets/")).status_code == 404

@@ -1,0 +1,123 @@
+import re
+
+import pytest
+
+from batches.models import Batch
+from batches.store import store_batch
+from tests import payloads
+
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def viewer(login):
+    return login("viewer")
+
+
+def _url(batch_id="batch_abc123", suffix=""):
+    return f"/batches/sim/{batch_id}/{suffix}"
+
+
+def test_it_shows_every_field_of_the_batch(client, viewer, connection):
+    store_batch(connection, payloads.CANCELLED | {"metadata": {"description": "nightly", "owner": "ana"}})
+    page = client.get(_url()).content.decode()
+    for label in ("Created", "In progress", "Expires", "Finalizing", "Completed", "Failed", "Expired",
+                  "Cancelling", "Cancelled", "Completion window", "Input file", "Output file", "Error file"):
+        assert f"<dt>{label}</dt>" in page
+    assert "file-out" in page and "file-err" in page and "file-abc123" in page
+    assert "<th scope=\"row\">owner</th><td>ana</td>" in page
+    assert "Raw JSON of the latest payload" in page
+
+
+def test_an_unknown_batch_is_a_readable_404(client, viewer, connection):
+    response = client.get(_url("batch_missing"))
+    assert response.status_code == 404 and b"There is nothing at this address" in response.content
+
+
+def test_the_live_region_polls_while_active_and_stops_when_terminal(client, viewer, connection):
+    store_batch(connection, payloads.IN_PROGRESS)
+    assert 'hx-trigger="every' in client.get(_url(), **HX).content.decode()
+    store_batch(connection, payloads.CANCELLED)
+    fragment = client.get(_url(), **HX).content.decode()
+    assert fragment.lstrip().startswith('<section id="batch-live"') and "hx-trigger" not in fragment
+
+
+def test_an_unchanged_poll_gets_204(client, viewer, connection):
+    store_batch(connection, payloads.IN_PROGRESS)
+    fragment = client.get(_url(), **HX).content.decode()
+    poll = re.search(r'hx-get="([^"]+)"', fragment).group(1)
+    assert client.get(poll, **HX).status_code == 204
+    store_batch(connection, payloads.IN_PROGRESS | {"request_counts": {"total": 100, "completed": 50, "failed": 2}})
+    assert client.get(poll, **HX).status_code == 200
+
+
+def test_validation_errors_are_a_table_with_line_numbers(client, viewer, connection):
+    store_batch(connection, payloads.VALIDATION_FAILED)
+    page = client.get(_url()).content.decode()
+    assert "Validation errors" in page
+    assert re.search(r"invalid_json_line</td><td>This line is not parseable as valid JSON.</td>"
+                     r"<td class=\"mono\">—</td><td class=\"num\">3</td>", page)
+    assert re.search(r"url_mismatch.*<td class=\"num\">17</td>", page)
+
+
+def test_timeline_chart_throughput_and_cost(client, viewer, connection):
+    store_batch(connection, payloads.JUST_CREATED)
+    for done in (10, 30, 60):
+        store_batch(connection, payloads.IN_PROGRESS | {"request_counts": {"total": 100, "completed": done, "failed": 0}})
+    page = client.get(_url()).content.decode()
+    assert "<polyline class=\"line-done\"" in page
+    assert "requests/min" in page and "ETA" in page
+    assert "estimate, batch discount 0.50× applied" in page
+    timeline = page[page.index('<table class="timeline">'):]
+    assert timeline.index("validating</span>") < timeline.index("in progress</span>")
+
+
+def test_a_completed_batch_with_no_successes_reads_as_a_failure(client, viewer, connection):
+    store_batch(connection, payloads.ALL_FAILED)
+    page = client.get(_url()).content.decode()
+    assert "completed · all failed" in page and "Every request failed" in page
+
+
+def test_a_long_finalizing_batch_gets_a_stuck_hint(client, viewer, connection, settings):
+    settings.STUCK_AFTER_SECONDS = {"finalizing": 60}
+    store_batch(connection, payloads.batch(status="finalizing", finalizing_at=payloads.CREATED))
+    assert "Stuck?" in client.get(_url()).content.decode()
+
+
+def test_every_api_string_is_escaped(client, viewer, connection):
+    evil = "<script>alert('x')</script>"
+    store_batch(connection, payloads.VALIDATION_FAILED | {
+        "metadata": {evil: evil}, "model": evil,
+        "errors": {"data": [{"code": evil, "message": evil, "param": evil, "line": 1}]}})
+    page = client.get(_url()).content.decode()
+    assert evil not in page and "&lt;script&gt;" in page
+
+
+def test_request_errors_are_grouped_from_the_error_file(client, viewer, connection, simulator, sim_clock):
+    payload = simulator.inject_batch("completed", lines=300, fail_share=0.3, created_at=sim_clock.now() - 3600)
+    store_batch(connection, payload)
+    response = client.get(_url(payload["id"], "files/"), **HX)
+    page = response.content.decode()
+    assert response.status_code == 200 and page.lstrip().startswith('<section id="batch-files"')
+    failed = Batch.objects.get(batch_id=payload["id"]).failed_requests
+    counts = [int(n.replace(",", "")) for n in re.findall(r'<td class="num">([\d,]+)</td>\s*<td><ul', page)]
+    assert sum(counts) == failed and len(counts) >= 2
+    assert "context_length_exceeded" in page and "request-" in page
+    assert f"{failed} lines read" in page or f"{failed} line read" in page
+
+
+def test_a_large_error_file_is_read_only_up_to_the_cap(client, viewer, connection, simulator, sim_clock, settings):
+    settings.ERROR_FILE_SCAN_BYTES = 4096
+    payload = simulator.inject_batch("completed", lines=2000, fail_share=1.0, created_at=sim_clock.now() - 3600)
+    store_batch(connection, payload)
+    page = client.get(_url(payload["id"], "files/"), **HX).content.decode()
+    assert "stopped after" in page
+
+
+def test_an_expired_error_file_is_said_plainly(client, viewer, connection, simulator, sim_clock):
+    payload = simulator.inject_batch("completed", lines=50, fail_share=0.5, created_at=sim_clock.now() - 3600)
+    store_batch(connection, payload)
+    simulator.advance(31 * 86400)
+    page = client.get(_url(payload["id"], "files/"), **HX).content.decode()
+    assert "The error file has expired or was deleted." in page
+    assert "expired or deleted" in page

@@ -1,0 +1,154 @@
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from batches.models import Batch
+from batches.store import store_batch
+from tests import payloads
+
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def viewer(login):
+    return login("viewer")
+
+
+def _store(connection, n=1, **overrides):
+    for i in range(n):
+        store_batch(connection, payloads.batch(**{"id": f"batch_{overrides.get('prefix', 'x')}{i:04d}",
+                                                   **{k: v for k, v in overrides.items() if k != "prefix"}}))
+
+
+def _ids(response) -> list[str]:
+    return re.findall(r'title="(batch_[^"]+)"', response.content.decode())
+
+
+def test_the_page_shows_cards_health_and_rows(client, viewer, connection):
+    _store(connection, 2, prefix="a", status="in_progress", request_counts={"total": 10, "completed": 4, "failed": 1})
+    store_batch(connection, payloads.ALL_FAILED)
+    page = client.get("/").content.decode()
+    assert "batch_a0000" in page and "batch_abc123" in page
+    assert 'href="?status=in_progress"' in page
+    assert "completed · all failed" in page and "row-all_failed" in page
+    assert "Simulator" in page and "hx-trigger=\"every 5s" in page
+
+
+def test_an_htmx_poll_gets_the_fragment_not_the_page(client, viewer, connection):
+    _store(connection, 1)
+    response = client.get("/", **HX)
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.lstrip().startswith('<section id="batch-live"') and "<html" not in body
+
+
+def test_an_unchanged_poll_is_answered_with_204(client, viewer, connection):
+    _store(connection, 3)
+    fragment = client.get("/", **HX).content.decode()
+    poll_url = re.search(r'hx-get="([^"]+)"', fragment).group(1).replace("&amp;", "&")
+    response = client.get(poll_url, **HX)
+    assert response.status_code == 204 and response.content == b""
+    store_batch(connection, payloads.batch(id="batch_new"))
+    changed = client.get(poll_url, **HX)
+    assert changed.status_code == 200 and "batch_new" in changed.content.decode()
+
+
+def test_a_poll_without_htmx_is_a_normal_page(client, viewer, connection):
+    response = client.get("/?v=whatever")
+    assert response.status_code == 200 and b"<html" in response.content
+
+
+def test_filters_by_status_several_at_once(client, viewer, connection):
+    _store(connection, 2, prefix="run", status="in_progress")
+    _store(connection, 2, prefix="val", status="validating")
+    _store(connection, 2, prefix="done", status="completed")
+    ids = _ids(client.get("/?status=in_progress&status=validating"))
+    assert sorted(ids) == ["batch_run0000", "batch_run0001", "batch_val0000", "batch_val0001"]
+
+
+def test_filters_by_unknown_and_all_failed(client, viewer, connection):
+    store_batch(connection, payloads.FUTURE | {"id": "batch_future"})
+    store_batch(connection, payloads.ALL_FAILED | {"id": "batch_allfail"})
+    _store(connection, 1, prefix="ok", status="completed", request_counts={"total": 1, "completed": 1, "failed": 0})
+    assert _ids(client.get("/?status=unknown")) == ["batch_future"]
+    assert _ids(client.get("/?status=all_failed")) == ["batch_allfail"]
+
+
+def test_filters_by_connection_endpoint_model_and_dates(client, viewer, connection):
+    from batches.models import Connection
+
+    other = Connection(name="Other", slug="other")
+    other.set_api_key("sk-x")
+    other.save()
+    store_batch(connection, payloads.batch(id="batch_chat", endpoint="/v1/chat/completions", model="gpt-4o-mini"))
+    store_batch(other, payloads.batch(id="batch_emb", endpoint="/v1/embeddings", model="text-embedding-3-small",
+                                      created_at=payloads.CREATED + 5 * 86400))
+    assert _ids(client.get("/?connection=other")) == ["batch_emb"]
+    assert _ids(client.get("/?endpoint=/v1/embeddings")) == ["batch_emb"]
+    assert _ids(client.get("/?model=gpt-4o-mini")) == ["batch_chat"]
+    assert _ids(client.get("/?created_from=2024-03-28")) == ["batch_emb"]
+    assert _ids(client.get("/?created_to=2024-03-27")) == ["batch_chat"]
+
+
+def test_free_text_searches_ids_file_ids_and_metadata(client, viewer, connection):
+    store_batch(connection, payloads.batch(id="batch_one", metadata={"description": "Quarterly Report"}))
+    store_batch(connection, payloads.batch(id="batch_two", input_file_id="file-needle"))
+    store_batch(connection, payloads.batch(id="batch_three"))
+    assert _ids(client.get("/?q=quarterly")) == ["batch_one"]
+    assert _ids(client.get("/?q=needle")) == ["batch_two"]
+    assert _ids(client.get("/?q=three")) == ["batch_three"]
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "created_from=yesterday", "page=-3", "sort=drop+table",
+                                   "connection=%3Cscript%3E", "created_from=2024-01-01&created_to=2023-01-01"])
+def test_invalid_filters_give_a_message_not_an_error(client, viewer, connection, query):
+    _store(connection, 2)
+    response = client.get(f"/?{query}")
+    assert response.status_code == 200
+    assert "This filter was ignored." in response.content.decode()
+    assert len(_ids(response)) == 2
+
+
+def test_pagination_and_sort(client, viewer, connection, settings):
+    settings.LIST_PAGE_SIZE = 5
+    for i in range(12):
+        store_batch(connection, payloads.batch(id=f"batch_{i:02d}", created_at=payloads.CREATED + i))
+    first = client.get("/")
+    assert _ids(first) == [f"batch_{i:02d}" for i in range(11, 6, -1)]
+    assert "page 1 of 3" in first.content.decode()
+    assert _ids(client.get("/?page=3")) == ["batch_01", "batch_00"]
+    assert _ids(client.get("/?page=99")) == ["batch_01", "batch_00"]  # clamped to the last page
+    assert _ids(client.get("/?sort=created"))[0] == "batch_00"
+
+
+def test_strings_from_the_api_are_escaped(client, viewer, connection):
+    store_batch(connection, payloads.batch(id="batch_xss", metadata={"description": "<script>alert(1)</script>"},
+                                           model="<img src=x onerror=alert(2)>"))
+    page = client.get("/").content.decode()
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)" in page
+
+
+def test_an_empty_list_says_what_to_expect(client, viewer, connection):
+    assert "No batches yet" in client.get("/").content.decode()
+    assert "No batch matches these filters" in client.get("/?status=failed").content.decode()
+
+
+def test_a_failing_connection_shows_a_warning_with_its_error(client, viewer, connection):
+    from batches.models import Connection
+
+    Connection.objects.filter(pk=connection.pk).update(consecutive_failures=2, last_error="HTTP 401: bad key",
+                                                       last_success_at=timezone.now() - timedelta(hours=1))
+    page = client.get("/").content.decode()
+    assert "the last 2 syncs failed" in page and "HTTP 401: bad key" in page
+
+
+def test_the_query_count_does_not_grow_with_the_page_size(client, viewer, connection, settings,
+                                                          django_assert_max_num_queries):
+    for i in range(60):
+        store_batch(connection, payloads.batch(id=f"batch_{i:03d}"))
+    settings.LIST_PAGE_SIZE = 50
+    with django_assert_max_num_queries(12):
+        client.get("/?status=validating&q=batch")

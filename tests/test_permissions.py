@@ -1,0 +1,89 @@
+"""Who may do what: every route × role × method against an explicit table of expected statuses.
+
+A route added to the URL configuration without a row here fails test_every_route_has_a_decision.
+"""
+
+import pytest
+from django.urls import get_resolver, reverse
+
+from tests.conftest import ROLES
+
+HX = {"HTTP_HX_REQUEST": "true"}
+# name -> {method: (anonymous, no role, viewer, operator, admin)}
+MATRIX = {
+    "batch-list": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-detail": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-files": {"GET": (302, 403, 200, 200, 200)},
+    "batch-download": {"GET": (302, 403, 403, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-cancel": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 302, 302)},
+    "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 302, 302)},
+    "healthz": {"GET": (200, 200, 200, 200, 200), "POST": (405, 405, 405, 405, 405)},
+    "login": {"GET": (200, 302, 302, 302, 302)},
+    "logout": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
+    "admin:index": {"GET": (302, 302, 302, 302, 200)},
+}
+PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login
+
+
+def _url(name: str, batch) -> str:
+    kwargs = {"slug": batch.connection.slug, "batch_id": batch.batch_id}
+    if name == "batch-download":
+        kwargs["kind"] = "input"
+    if name.startswith("batch-") and name != "batch-list":
+        return reverse(name, kwargs=kwargs)
+    return reverse(name)
+
+
+CASES = [(name, method, role, expected[ROLES.index(role)])
+         for name, methods in MATRIX.items() for method, expected in methods.items() for role in ROLES]
+
+
+@pytest.mark.parametrize("name,method,role,expected", CASES)
+def test_the_permission_matrix(client, login, synced_batch, name, method, role, expected):
+    login(role)
+    response = getattr(client, method.lower())(_url(name, synced_batch))
+    assert response.status_code == expected
+    if expected == 302 and role == "anonymous" and name not in PUBLIC:
+        assert response["Location"].startswith("/login/") or response["Location"].startswith("/admin/login/")
+    if expected == 403:
+        assert b"Not allowed" in response.content  # a readable page, not a bare status
+
+
+def test_every_route_has_a_decision():
+    names = set()
+    for pattern in get_resolver().url_patterns:
+        if getattr(pattern, "namespace", None) == "admin":
+            names.add("admin:index")
+        elif hasattr(pattern, "url_patterns"):
+            names.update(p.name for p in pattern.url_patterns)
+        else:
+            names.add(pattern.name)
+    assert names == set(MATRIX), f"routes without a row in MATRIX: {names - set(MATRIX)}"
+
+
+def test_forbidden_buttons_are_not_shown_to_viewers(client, login, synced_batch):
+    login("viewer")
+    page = client.get(_url("batch-detail", synced_batch)).content.decode()
+    assert "Cancel batch" not in page and "Refresh now" not in page and "Download input" not in page
+    client.logout()
+    login("operator")
+    page = client.get(_url("batch-detail", synced_batch)).content.decode()
+    assert "Cancel batch" in page and "Refresh now" in page and "Download input" in page
+
+
+def test_login_refuses_an_open_redirect(client, db):
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("eve", password="pw-for-tests-only-123")
+    response = client.post("/login/?next=https://evil.example/", {
+        "username": "eve", "password": "pw-for-tests-only-123", "next": "https://evil.example/"})
+    assert response.status_code == 302 and response["Location"] == "/"
+
+
+def test_login_follows_a_local_next(client, db):
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("eve", password="pw-for-tests-only-123")
+    response = client.post("/login/", {"username": "eve", "password": "pw-for-tests-only-123",
+                                       "next": "/batches/sim/batch_x/"})
+    assert response["Location"] == "/batches/sim/batch_x/"
