@@ -61,6 +61,28 @@ def store_batch(connection: Connection, payload, *, observed_at: datetime | None
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
 
 
+def store_new_batches(connection: Connection, field_list: list[dict], *, observed_at: datetime) -> list[Batch] | None:
+    """Insert batches we have never seen, with their first snapshot and transitions, in one transaction.
+
+    The cold import's fast path. Returns None when any of them appeared meanwhile (a concurrent sync);
+    the caller then stores them one at a time through store_batch().
+    """
+    rows = [
+        Batch(connection=connection, first_seen_at=observed_at, last_synced_at=observed_at,
+              last_changed_at=observed_at, version=1, **fields)
+        for fields in field_list
+    ]
+    try:
+        with transaction.atomic():
+            Batch.objects.bulk_create(rows)
+            BatchSnapshot.objects.bulk_create([_snapshot(batch, observed_at) for batch in rows])
+            BatchTransition.objects.bulk_create(
+                [t for batch in rows for t in _transitions(batch, observed_at)], ignore_conflicts=True)
+    except IntegrityError:
+        return None
+    return rows
+
+
 def touch_batches(batch_ids: list[int], *, observed_at: datetime) -> None:
     """Mark batches seen unchanged in one query (keeps `last_synced_at` honest without a write per row)."""
     if batch_ids:
@@ -73,18 +95,21 @@ def _is_stale_observation(batch: Batch, fields: dict) -> bool:
 
 
 def _write_history(batch: Batch, observed_at: datetime) -> None:
-    BatchSnapshot.objects.create(
-        batch=batch,
-        version=batch.version,
-        observed_at=observed_at,
-        **{name: getattr(batch, name) for name in VISIBLE_FIELDS},
-    )
+    _snapshot(batch, observed_at).save()
+    BatchTransition.objects.bulk_create(_transitions(batch, observed_at), ignore_conflicts=True)
+
+
+def _snapshot(batch: Batch, observed_at: datetime) -> BatchSnapshot:
+    return BatchSnapshot(batch=batch, version=batch.version, observed_at=observed_at,
+                         **{name: getattr(batch, name) for name in VISIBLE_FIELDS})
+
+
+def _transitions(batch: Batch, observed_at: datetime) -> list[BatchTransition]:
+    """Every status the API's timestamps say the batch entered (polls can skip states), and the current one."""
     entered = [
         BatchTransition(batch=batch, status=status, at=getattr(batch, field), observed_at=observed_at)
         for status, field in STATUS_TIMESTAMP.items()
         if getattr(batch, field) is not None and status != batch.status
     ]
-    entered.append(
-        BatchTransition(batch=batch, status=batch.status, at=batch.status_since, observed_at=observed_at)
-    )
-    BatchTransition.objects.bulk_create(entered, ignore_conflicts=True)
+    entered.append(BatchTransition(batch=batch, status=batch.status, at=batch.status_since, observed_at=observed_at))
+    return entered

@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from .client import ApiError, BatchApi, PermanentError, TransientError
 from .models import ACTIVE_STATUSES, TRANSITIONAL_STATUSES, Batch, Connection
-from .payload import MalformedPayload, to_datetime
+from .payload import MalformedPayload, batch_fields, to_datetime
 from .redact import redact
-from .store import store_batch, touch_batches
+from .store import store_batch, store_new_batches, touch_batches
 
 log = logging.getLogger(__name__)
 
@@ -181,28 +181,37 @@ def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bo
         observed_at = timezone.now()
         known = {b.batch_id: b for b in Batch.objects.filter(
             connection=connection, batch_id__in=[i for i in ids if isinstance(i, str)])}
-        reached_known, unchanged = False, []
+        reached_known, unchanged, fresh = False, [], []
         for payload in data:
             created = to_datetime(payload.get("created_at")) if isinstance(payload, dict) else None
             if created is not None and last_created is not None and created > last_created:
                 raise _WalkAnomaly("the batch list is not ordered newest first")
             last_created = created or last_created
             try:
-                batch, outcome = store_batch(connection, payload, observed_at=observed_at, known=known)
+                fields = batch_fields(payload)
             except MalformedPayload as exc:
                 result.problems.append(str(exc))
                 log.warning("sync %s: skipped a malformed batch: %s", connection.slug, exc)
                 continue
-            seen.add(batch.batch_id)
+            seen.add(fields["batch_id"])
             result.seen += 1
-            if outcome == "new":
-                result.new += 1
-            else:
-                reached_known = True
-                if outcome == "changed":
-                    result.changed += 1
-                else:
-                    unchanged.append(batch.pk)
+            if fields["batch_id"] not in known:
+                fresh.append((payload, fields))
+                continue
+            reached_known = True
+            _, outcome = store_batch(connection, payload, observed_at=observed_at, known=known)
+            if outcome == "changed":
+                result.changed += 1
+            elif outcome == "unchanged":
+                unchanged.append(known[fields["batch_id"]].pk)
+        if fresh and store_new_batches(connection, [f for _, f in fresh], observed_at=observed_at) is not None:
+            result.new += len(fresh)
+        else:
+            for payload, _ in fresh:  # a concurrent sync stored some of them: one at a time, safely
+                _, outcome = store_batch(connection, payload, observed_at=observed_at)
+                result.new += outcome == "new"
+                result.changed += outcome == "changed"
+                reached_known = reached_known or outcome != "new"
         touch_batches(unchanged, observed_at=observed_at)
         if not page.get("has_more") or not data or (reached_known and not full):
             return seen

@@ -263,21 +263,20 @@ def test_concurrent_stores_of_the_same_batch_make_one_row_and_one_snapshot_per_c
 
 def test_a_crash_mid_cycle_converges_on_the_next(connection, simulator, monkeypatch):
     simulator.simulator.populate(historical=250, active=5)
-    from batches import store
-
+    real = sync.store_new_batches
     calls = {"n": 0}
-    real = store.store_batch
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 130:
+        if calls["n"] == 2:  # the second page of the first import
             raise RuntimeError("worker killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sync, "store_batch", crashing)
+    monkeypatch.setattr(sync, "store_new_batches", crashing)
     result = _sync(connection)
     assert "internal error: RuntimeError" in result.error
-    monkeypatch.setattr(sync, "store_batch", real)
+    assert Batch.objects.count() == 100  # the first page was stored, the rest not
+    monkeypatch.setattr(sync, "store_new_batches", real)
     connection.refresh_from_db()
     assert connection.full_walk_due and connection.lease_until is None
     simulator.advance(300)
