@@ -13,6 +13,6 @@ urlpatterns = [
     path(batch + "cancel/", views.batch_cancel, name="batch-cancel"),
     path(batch + "refresh/", views.batch_refresh, name="batch-refresh"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", views.ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -31,7 +31,7 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
 
 
-def env_number(name: str, default: float, *, minimum: float = 0, cast=int):
+def env_number(name: str, default: float, *, minimum: float = 0, maximum: float | None = None, cast=int):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -39,8 +39,9 @@ def env_number(name: str, default: float, *, minimum: float = 0, cast=int):
         value = cast(raw.strip())
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a {cast.__name__}, got {raw!r}") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        limits = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ImproperlyConfigured(f"{name} must be {limits}, got {raw!r}")
     return value
 
 
@@ -251,7 +252,7 @@ SYNC_ACTIVE_INTERVAL = env_number("SYNC_ACTIVE_INTERVAL", 15.0, cast=float)
 SYNC_TRANSITION_INTERVAL = env_number("SYNC_TRANSITION_INTERVAL", 5.0, cast=float)
 SYNC_IDLE_INTERVAL = env_number("SYNC_IDLE_INTERVAL", 300.0, cast=float)
 SYNC_FULL_WALK_HOURS = env_number("SYNC_FULL_WALK_HOURS", 24.0, cast=float)
-SYNC_PAGE_SIZE = env_number("SYNC_PAGE_SIZE", 100, minimum=1)
+SYNC_PAGE_SIZE = env_number("SYNC_PAGE_SIZE", 100, minimum=1, maximum=100)  # the API allows 1..100
 SYNC_LEASE_SECONDS = env_number("SYNC_LEASE_SECONDS", 300.0, cast=float)
 SYNC_RETRY_AFTER_CAP = env_number("SYNC_RETRY_AFTER_CAP", 600.0, cast=float)
 SYNC_FAILURE_BACKOFF_CAP = env_number("SYNC_FAILURE_BACKOFF_CAP", 600.0, cast=float)
