@@ -3,6 +3,7 @@
 Results are cached per file id (file contents never change once published).
 """
 
+import hashlib
 import json
 from collections import OrderedDict
 
@@ -26,7 +27,7 @@ def file_details(batch: Batch) -> list[dict]:
             file_id = batch.file_id(kind)
             row = {"kind": kind, "id": file_id, "bytes": None, "expires_at": None, "problem": ""}
             if file_id:
-                key = f"file-meta:{batch.connection_id}:{file_id}"
+                key = _cache_key("file-meta", batch.connection_id, file_id)
                 meta = cache.get(key)
                 if meta is None:
                     try:
@@ -54,7 +55,7 @@ def request_errors(batch: Batch) -> dict | None:
     """
     if not batch.error_file_id:
         return None
-    key = f"error-summary:{batch.connection_id}:{batch.error_file_id}:{settings.ERROR_FILE_SCAN_BYTES}"
+    key = _cache_key("error-summary", batch.connection_id, batch.error_file_id, settings.ERROR_FILE_SCAN_BYTES)
     summary = cache.get(key)
     if summary is not None:
         return summary
@@ -66,6 +67,11 @@ def request_errors(batch: Batch) -> dict | None:
         return {"problem": f"The error file could not be read right now: {exc}"}
     cache.set(key, summary, _SUMMARY_TTL)
     return summary
+
+
+def _cache_key(kind: str, *parts) -> str:
+    """File ids come from the API: hash them so any string makes a valid cache key."""
+    return f"{kind}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
 
 
 def _scan_error_file(batch: Batch) -> dict:

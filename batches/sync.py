@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -94,7 +95,15 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
         result.error, result.retry_after = str(exc), exc.retry_after
         log.warning("sync %s failed: %s", connection.slug, exc)
         _record_failure(connection, token, exc, result)
-    except Exception as exc:  # a bug or a database hiccup: recorded, never a crashed worker
+    except DatabaseError:
+        # The database itself is away. Give the lease back if it can be reached again already; if not,
+        # the lease expires by itself. Either way the task retries, and beat picks the connection up.
+        try:
+            Connection.objects.filter(pk=connection.pk, lease_token=token).update(lease_until=None, lease_token="")
+        except DatabaseError:
+            pass
+        raise
+    except Exception as exc:  # a bug: recorded, never a crashed worker
         log.exception("sync %s crashed", connection.slug)
         result.error = f"internal error: {type(exc).__name__}"
         try:

@@ -2,24 +2,27 @@
 
 from celery import shared_task
 from django.conf import settings
+from django.db import DatabaseError
 
 from . import retention, sync
 
 _LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_TIME_LIMIT - 10}
+# The database unreachable for a moment: try again shortly instead of dropping the work.
+_DB_RETRY = {"autoretry_for": (DatabaseError,), "retry_backoff": 2, "retry_backoff_max": 60, "max_retries": 8}
 
 
-@shared_task(ignore_result=True, acks_late=True, expires=60, **_LIMITS)
+@shared_task(ignore_result=True, acks_late=True, expires=60, **_LIMITS, **_DB_RETRY)
 def sync_due_connections() -> None:
     for connection_id in sync.due_connection_ids():
         sync_connection.delay(connection_id)
 
 
-@shared_task(ignore_result=True, acks_late=True, **_LIMITS)
+@shared_task(ignore_result=True, acks_late=True, **_LIMITS, **_DB_RETRY)
 def sync_connection(connection_id: int, full: bool = False) -> str:
     return sync.sync_connection(connection_id=connection_id, full=full).summary()
 
 
-@shared_task(ignore_result=True, acks_late=True, **_LIMITS)
+@shared_task(ignore_result=True, acks_late=True, **_LIMITS, **_DB_RETRY)
 def refresh_batch(connection_id: int, batch_id: str) -> None:
     sync.refresh_batch_by_id(connection_id=connection_id, batch_id=batch_id)
 

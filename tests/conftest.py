@@ -33,7 +33,20 @@ PASSWORD = "pw-for-tests-only-123"
 
 
 @pytest.fixture
-def login(db, client):
+def roles(db):
+    """The Viewer/Operator/Admin groups. A migration creates them, but transactional tests flush the
+    database afterwards, so later tests re-create them the same way."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    if Group.objects.filter(name__in=["Viewer", "Operator", "Admin"]).count() < 3:
+        importlib.import_module("batches.migrations.0002_roles").create_roles(apps, None)
+
+
+@pytest.fixture
+def login(roles, client):
     """login(role) logs the test client in as a fresh user of that role and returns the user (None if anonymous)."""
     from django.contrib.auth.models import Group, User
 

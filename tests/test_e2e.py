@@ -70,7 +70,7 @@ def _count(page, selector: str) -> int:
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, django_user_model):
+def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, roles, django_user_model):
     from django.contrib.auth.models import Group
 
     for name in ("operator", "viewer"):

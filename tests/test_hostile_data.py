@@ -1,0 +1,110 @@
+"""Odd and hostile API data: stored and displayed safely, nothing crashes."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from batches.models import Batch, Connection
+from batches.sync import sync_connection
+
+EVIL = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"
+UNICODE = "数据 🚀 Ωμέγα \u202e evil \u0000 nul"
+
+
+def _hostile_batches() -> list[dict]:
+    base = {"object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": "file-1",
+            "completion_window": "24h", "created_at": 1_800_000_000}
+    return [
+        {**base, "id": "batch_future_status", "status": "paused_for_review", "created_at": 1_800_000_009,
+         "shiny_new_field": {"nested": [1, 2, 3]}},
+        {"id": "batch_nulls", "object": "batch", "endpoint": None, "input_file_id": None, "completion_window": None,
+         "status": None, "created_at": 1_800_000_008, "model": None, "errors": None, "output_file_id": None,
+         "error_file_id": None, "in_progress_at": None, "expires_at": None, "finalizing_at": None,
+         "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+         "request_counts": None, "usage": None, "metadata": None},
+        {**base, "id": "batch_huge_metadata", "status": "completed", "created_at": 1_800_000_007,
+         "metadata": {f"key{i}-{EVIL}": ("v" * 5000) + EVIL for i in range(300)}},
+        {**base, "id": "batch_evil_strings", "status": "failed", "created_at": 1_800_000_006, "model": EVIL,
+         "endpoint": EVIL, "input_file_id": EVIL, "output_file_id": EVIL, "completion_window": EVIL,
+         "metadata": {"description": EVIL, "unicode": UNICODE},
+         "errors": {"object": "list", "data": [{"code": EVIL, "message": UNICODE + EVIL, "param": EVIL, "line": -4},
+                                               {"code": None, "message": None, "param": None, "line": "seven"},
+                                               "not even an object"]}},
+        {**base, "id": "batch_time_travel", "status": "in_progress", "created_at": 1_800_000_005,
+         "in_progress_at": -62_135_596_800 * 10, "expires_at": 10**18, "finalizing_at": "tomorrow",
+         "completed_at": 2.5e9},
+        {**base, "id": "batch_odd_counts", "status": "in_progress", "created_at": 1_800_000_004,
+         "request_counts": {"total": -5, "completed": 10**30, "failed": "many"},
+         "usage": {"input_tokens": -1, "input_tokens_details": None, "output_tokens": 2**70,
+                   "output_tokens_details": {"reasoning_tokens": "lots"}, "total_tokens": 3.7}},
+        {**base, "id": "batch_" + "é" * 40, "status": "completed", "created_at": 1_800_000_003},
+        "not an object at all",
+        {**base, "status": "completed", "created_at": 1_800_000_002},  # no id: skipped, reported
+    ]
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        batches = _hostile_batches()
+        if self.path.startswith("/v1/batches?"):
+            payload = {"object": "list", "data": batches, "has_more": False}
+        elif self.path.startswith("/v1/batches/"):
+            wanted = self.path.rsplit("/", 1)[1]
+            payload = next((b for b in batches if isinstance(b, dict) and b.get("id") == wanted), None)
+            if payload is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        else:  # file metadata and content: garbage
+            payload = {"bytes": "huge", "expires_at": "never"}
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def hostile(db):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn = Connection(name=EVIL, slug="hostile", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
+    conn.set_api_key("sk-hostile")
+    conn.save()
+    yield conn
+    server.shutdown()
+    server.server_close()
+
+
+def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
+    result = sync_connection(connection_id=hostile.pk)
+    assert not result.error, result.error
+    assert result.seen == 7 and len(result.problems) == 2  # the string and the id-less object
+    assert sync_connection(connection_id=hostile.pk).error == ""  # and again, retrieving the active ones
+
+    stored = {b.batch_id: b for b in Batch.objects.all()}
+    assert stored["batch_future_status"].status == "paused_for_review"
+    assert stored["batch_future_status"].raw["shiny_new_field"] == {"nested": [1, 2, 3]}
+    assert stored["batch_nulls"].status == "unknown" and stored["batch_nulls"].total_tokens is None
+    assert len(stored["batch_huge_metadata"].metadata) == 300
+    assert stored["batch_time_travel"].expires_at is None and stored["batch_time_travel"].completed_at.year == 2049
+    odd = stored["batch_odd_counts"]
+    assert odd.completed_requests == 2**63 - 1 and odd.failed_requests == 0 and odd.output_tokens == 2**63 - 1
+    assert "\x00" not in stored["batch_evil_strings"].metadata["unicode"]
+
+    login("admin")
+    pages = [client.get("/"), client.get("/?q=script"), client.get("/?status=unknown")]
+    pages += [client.get(f"/batches/hostile/{batch_id}/") for batch_id in stored]
+    pages += [client.get(f"/batches/hostile/{batch_id}/files/", HTTP_HX_REQUEST="true") for batch_id in stored]
+    for response in pages:
+        assert response.status_code == 200, response.request["PATH_INFO"]
+        body = response.content.decode()
+        assert "<script>alert" not in body and "<img src=x" not in body
+    assert "unknown: paused_for_review" in pages[0].content.decode()
