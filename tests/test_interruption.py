@@ -89,6 +89,10 @@ class _Proxy:
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def down(self):
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
         self._listener.close()
         for s in self._sockets:
             try:
