@@ -6,6 +6,7 @@ Pure functions over model instances; no I/O.
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import F, Q
 
 from .models import Batch, BatchSnapshot, BatchTransition
 
@@ -30,12 +31,22 @@ def timeline(batch: Batch, transitions: list[BatchTransition]) -> list[dict]:
     return rows
 
 
-def downsample(snapshots: list, limit: int = CHART_POINTS) -> list:
-    """At most `limit` snapshots, evenly spread, always keeping the first and the last."""
-    if len(snapshots) <= limit:
-        return snapshots
-    step = (len(snapshots) - 1) / (limit - 1)
-    return [snapshots[round(i * step)] for i in range(limit)]
+class _Point:
+    __slots__ = ("version", "observed_at", "status", "total_requests", "completed_requests", "failed_requests")
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values):
+            setattr(self, name, value)
+
+
+def sampled_snapshots(batch: Batch, limit: int = CHART_POINTS) -> list:
+    """At most about `limit` snapshots for the chart, spread evenly by version and chosen in SQL (a batch
+    can have tens of thousands), always with the first and the latest."""
+    step = max(1, -(-batch.version // limit))
+    rows = batch.snapshots.order_by("version")
+    if step > 1:
+        rows = rows.annotate(bucket=F("version") % step).filter(Q(bucket=0) | Q(version=1) | Q(version=batch.version))
+    return [_Point(*values) for values in rows.values_list(*_Point.__slots__)]
 
 
 def progress_chart(snapshots: list[BatchSnapshot]) -> dict | None:

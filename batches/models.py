@@ -186,6 +186,8 @@ class Batch(models.Model):
     errors = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(null=True, blank=True)
     raw = models.JSONField(default=dict)
+    # Lower-cased ids and metadata values for the list's free-text filter (trigram-indexed on PostgreSQL).
+    search_text = models.TextField(blank=True, editable=False)
 
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_synced_at = models.DateTimeField(default=timezone.now)

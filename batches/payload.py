@@ -142,7 +142,16 @@ def batch_fields(payload) -> dict:
     }
     for name in TIMESTAMP_FIELDS:
         fields[name] = to_datetime(payload.get(name))
+    fields["search_text"] = search_text(fields)
     return fields
+
+
+def search_text(fields: dict) -> str:
+    """What the list's free-text filter searches: ids, file ids and metadata values, lower-cased."""
+    metadata = fields.get("metadata")
+    values = [str(v) for v in metadata.values()] if isinstance(metadata, dict) else []
+    parts = [fields.get(name) or "" for name in ("batch_id", "input_file_id", "output_file_id", "error_file_id")]
+    return "\n".join(part for part in parts + values if part).lower()[:20000]
 
 
 def visible_state(source) -> tuple:

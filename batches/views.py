@@ -12,8 +12,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection as db_connection
-from django.db.models import Count, F, Max, Q, TextField
-from django.db.models.functions import Cast
+from django.db.models import Count, F, Max, Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -26,6 +25,9 @@ from .models import FILE_KINDS, KNOWN_STATUSES, Batch, Connection
 
 STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
     ("all_failed", "completed, all failed"), ("unknown", "unknown status")]
+# The endpoints the Batch API accepts (CONTRACT.md §4), for the endpoint filter.
+ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
+             "/v1/images/generations", "/v1/images/edits", "/v1/videos")
 SORTS = {
     "-created": ("-created_at", "-id"),
     "created": ("created_at", "id"),
@@ -108,13 +110,21 @@ def _filtered(filters: dict):
     if filters.get("created_to"):
         end = datetime.combine(filters["created_to"], dt_time.min, dt_timezone.utc) + timedelta(days=1)
         batches = batches.filter(created_at__lt=end)
-    if filters.get("q"):
-        q = filters["q"].strip()
-        batches = batches.annotate(metadata_text=Cast("metadata", TextField())).filter(
-            Q(batch_id__icontains=q) | Q(input_file_id__icontains=q) | Q(output_file_id__icontains=q)
-            | Q(error_file_id__icontains=q) | Q(metadata_text__icontains=q)
-        )
+    if filters.get("q") and filters["q"].strip():
+        batches = batches.filter(search_text__contains=filters["q"].strip().lower())
     return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))
+
+
+def _count_from_status_counts(filters: dict, counts: dict) -> int | None:
+    """The row count of a list filtered by known statuses at most, from the grouped counts already read."""
+    if any(filters.get(k) for k in ("connection", "endpoint", "model", "created_from", "created_to", "q")):
+        return None
+    statuses = filters.get("status") or []
+    if not statuses:
+        return sum(counts.values())
+    if all(s in KNOWN_STATUSES for s in statuses):
+        return sum(counts.get(s, 0) for s in set(statuses))
+    return None
 
 
 def _query_without(request, *names: str) -> str:
@@ -133,8 +143,12 @@ def batch_list(request):
     form.is_valid()
     filters = form.cleaned_data
     connections = list(Connection.objects.all())
-    stats = Batch.objects.aggregate(changed=Max("last_changed_at"), count=Count("id"))
-    version = _token(stats["changed"], stats["count"], _health_token(connections), _query_without(request, "v"))
+    # One grouped query feeds the status cards, the total and the poll's change token.
+    by_status = {status: (n, changed) for status, n, changed in Batch.objects.order_by().values_list("status")
+                 .annotate(n=Count("id"), changed=Max("last_changed_at"))}
+    counts = {status: n for status, (n, _) in by_status.items()}
+    latest = max((changed for _, changed in by_status.values() if changed), default=None)
+    version = _token(latest, sorted(counts.items()), _health_token(connections), _query_without(request, "v"))
     if request.htmx and request.GET.get("v") == version:
         return HttpResponse(status=204)
     if form.errors and not request.htmx:
@@ -142,9 +156,11 @@ def batch_list(request):
             label = form.fields[field].label or field.replace("_", " ") if field in form.fields else "Filters"
             messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
 
-    page = Paginator(_filtered(filters).select_related("connection"), settings.LIST_PAGE_SIZE).get_page(
-        filters.get("page") or 1)
-    counts = dict(Batch.objects.values_list("status").annotate(n=Count("id")).order_by())
+    paginator = Paginator(_filtered(filters).select_related("connection"), settings.LIST_PAGE_SIZE)
+    known_count = _count_from_status_counts(filters, counts)
+    if known_count is not None:
+        paginator.__dict__["count"] = known_count  # Paginator.count is a cached_property: skip a COUNT(*)
+    page = paginator.get_page(filters.get("page") or 1)
     cards = [{"status": s, "count": counts.get(s, 0)} for s in KNOWN_STATUSES]
     unknown = sum(n for s, n in counts.items() if s not in KNOWN_STATUSES)
     if unknown:
@@ -163,7 +179,7 @@ def batch_list(request):
         "sort": filters.get("sort") or "-created",
         "filtered": any(filters.get(k) for k in ("status", "connection", "endpoint", "model", "created_from",
                                                    "created_to", "q")),
-        "endpoints": Batch.objects.order_by().values_list("endpoint", flat=True).distinct()[:50],
+        "endpoints": ENDPOINTS,
         "now": now,
     }
     template = "batches/list.html#batch-live" if request.htmx else "batches/list.html"
@@ -171,12 +187,17 @@ def batch_list(request):
 
 
 # ----- the detail --------------------------------------------------------------------------------
-def _detail_context(batch: Batch, can: dict, notice=None) -> dict:
+def _detail_version(batch: Batch) -> str:
+    """What the live region shows changes with the batch, its audit trail and its connection's health."""
+    latest_audit = batch.audit_events.values_list("pk", flat=True).first()
+    return _token(batch.version, latest_audit, _health_token([batch.connection]))
+
+
+def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> dict:
     now = timezone.now()
     connection = batch.connection
     transitions = list(batch.transitions.all())
-    chart_rows = list(batch.snapshots.order_by("version").only(
-        "version", "observed_at", "status", "total_requests", "completed_requests", "failed_requests"))
+    chart_rows = insights.sampled_snapshots(batch)
     audits = list(batch.audit_events.all()[:20])
     return {
         "batch": batch,
@@ -184,15 +205,15 @@ def _detail_context(batch: Batch, can: dict, notice=None) -> dict:
         "connection": connection,
         "notice": notice,
         "timeline": insights.timeline(batch, transitions),
-        "chart": insights.progress_chart(insights.downsample(chart_rows)),
+        "chart": insights.progress_chart(chart_rows),
         "throughput": insights.throughput(batch, chart_rows, now),
         "cost": insights.estimated_cost(batch),
         "history": list(batch.snapshots.order_by("-version")[:50]),
-        "history_total": len(chart_rows),
+        "history_total": batch.version,
         "audits": audits,
         "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False),
         "stale": connection.health(now) in ("failing", "stale"),
-        "version": _token(batch.version, [a.pk for a in audits[:1]], _health_token([connection])),
+        "version": version or _detail_version(batch),
         "now": now,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
     }
@@ -203,9 +224,10 @@ def _detail_context(batch: Batch, can: dict, notice=None) -> dict:
 @vary_on_headers("HX-Request")
 def batch_detail(request, slug: str, batch_id: str):
     batch, can = _get_batch_for_user(request, slug, batch_id)
-    context = _detail_context(batch, can)
-    if request.htmx and request.GET.get("v") == context["version"]:
+    version = _detail_version(batch)
+    if request.htmx and request.GET.get("v") == version:
         return HttpResponse(status=204)
+    context = _detail_context(batch, can, version=version)
     template = "batches/detail.html#batch-live" if request.htmx else "batches/detail.html"
     return render(request, template, context)
 

@@ -668,6 +668,8 @@ class Simulator:
         with self.lock:
             rng = rng or random.Random(_mix(self.seed, self._counter, 99))
             now = self.clock.now()
+            if output_bytes and not endpoint:
+                endpoint = "/v1/chat/completions"  # a text answer can be padded to size
             endpoint = endpoint or rng.choice(["/v1/chat/completions"] * 3 + ["/v1/responses", "/v1/embeddings"])
             if endpoint not in ENDPOINTS:
                 raise ApiError(400, f"Unknown endpoint {endpoint!r}", param="endpoint")
@@ -678,8 +680,6 @@ class Simulator:
             if fail_share is None:
                 fail_share = 1.0 if target == "all_failed" else self.failure_share * rng.uniform(0, 3)
             content_chars = 0
-            if output_bytes:
-                content_chars = max(0, output_bytes // max(lines, 1) - 700)
             if metadata is None:
                 metadata = {"description": f"{rng.choice(_DESCRIPTIONS)} #{rng.randint(1, 999)}",
                             "team": rng.choice(["search", "support", "research", "growth"])}
@@ -697,13 +697,17 @@ class Simulator:
                                 output_expiry=DEFAULT_OUTPUT_EXPIRY, lines=lines, rng=rng, fail_share=fail_share,
                                 content_chars=content_chars)
             input_file.generator = lambda: _input_lines(b)
+            if output_bytes:  # pad each answer so the output file reaches the asked size
+                per_line = output_bytes / max(lines, 1) / max(1e-9, 1 - b.fail_share)
+                b.content_chars = max(0, int(per_line - _success_line_size(b)))
             if processing_seconds is not None:
                 b.d_process = max(float(processing_seconds), 0.0)
-            self._plan(b, status, now, rng, fixed_start=created_at is not None)
+            self._plan(b, status, now, rng, fixed_start=created_at is not None, explicit=processing_seconds is not None)
             self._step(b, now)
             return self._json(b)
 
-    def _plan(self, b: SimBatch, status: str, now: float, rng: random.Random, fixed_start: bool) -> None:
+    def _plan(self, b: SimBatch, status: str, now: float, rng: random.Random, fixed_start: bool,
+              explicit: bool = False) -> None:
         """Shape b's plan so that it is in `status` now: move its creation time back, or, when the
         creation time is fixed, stretch or squeeze every duration to fit the time since then."""
         u = rng.uniform(0.1, 0.9)
@@ -712,6 +716,9 @@ class Simulator:
             b.forced_errors = [_line_error(code, message, rng.randint(1, max(b.lines, 1)))]
         window = b.expires_at - b.created_at
         dv, dp, df, dc = b.d_validate, b.d_process, b.d_finalize, b.d_cancel
+        if status != "expired" and not explicit and dv + dp + df > 0.9 * window:  # finishing must fit the window
+            fit = 0.9 * window / (dv + dp + df)
+            dv, dp, df = dv * fit, dp * fit, df * fit
         cancel = dv + u * dp
         phases = {
             "validating": (0, dv),
@@ -848,6 +855,18 @@ def _success_body(b: SimBatch, k: int, created: int, inp: int, cached: int, out:
                           "completion_tokens_details": {"reasoning_tokens": reasoning}},
                 "system_fingerprint": None}
     return {"created": created, "data": []}
+
+
+def _success_line_size(b: SimBatch) -> int:
+    """Bytes of one output line without padding (the padding adds about one byte per character)."""
+    saved, b.content_chars = b.content_chars, 0
+    try:
+        line = {"id": "batch_req_0000000000000000", "custom_id": b.custom_id(b.lines - 1),
+                "response": {"status_code": 200, "request_id": "req_" + "0" * 24,
+                             "body": _success_body(b, 0, int(b.created_at), 500, 0, 300, 0)}, "error": None}
+        return len(json.dumps(line)) + 1
+    finally:
+        b.content_chars = saved
 
 
 def _result_lines(b: SimBatch, *, errors: bool, unrun_code: str | None):

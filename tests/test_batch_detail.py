@@ -121,3 +121,22 @@ def test_an_expired_error_file_is_said_plainly(client, viewer, connection, simul
     page = client.get(_url(payload["id"], "files/"), **HX).content.decode()
     assert "The error file has expired or was deleted." in page
     assert "expired or deleted" in page
+
+
+def test_the_chart_reads_a_sample_of_a_long_history(connection, django_assert_max_num_queries):
+    from datetime import timedelta
+
+    from batches.insights import sampled_snapshots
+    from batches.models import BatchSnapshot
+
+    batch, _ = store_batch(connection, payloads.IN_PROGRESS)
+    BatchSnapshot.objects.bulk_create([
+        BatchSnapshot(batch=batch, version=v, observed_at=batch.created_at + timedelta(seconds=v), status="in_progress",
+                      total_requests=100, completed_requests=v % 100) for v in range(2, 5001)])
+    Batch.objects.filter(pk=batch.pk).update(version=5000)
+    batch.refresh_from_db()
+    with django_assert_max_num_queries(1):
+        points = sampled_snapshots(batch)
+    versions = [p.version for p in points]
+    assert 200 <= len(points) <= 202 and versions[0] == 1 and versions[-1] == 5000
+    assert versions == sorted(versions)
