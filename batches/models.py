@@ -94,6 +94,8 @@ class Connection(models.Model):
     last_full_walk_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=64, blank=True)
+    # Bumped whenever one of its batches is added or visibly changes: the pages' cheap change token.
+    data_version = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -215,8 +217,10 @@ class Batch(models.Model):
             # the list page filtered by model / by endpoint
             models.Index(fields=["model", "-created_at"], name="batch_model_newest"),
             models.Index(fields=["endpoint", "-created_at"], name="batch_endpoint_newest"),
-            # the list poll's change token
-            models.Index(fields=["-last_changed_at"], name="batch_last_changed"),
+            # the list sorted by tokens / by size
+            # (PostgreSQL also gets a NULLS LAST variant in migration 0004; SQLite sorts NULLs last anyway)
+            models.Index(fields=["-total_tokens", "-id"], name="batch_most_tokens"),
+            models.Index(fields=["-total_requests", "-id"], name="batch_most_requests"),
         ]
 
     def __str__(self) -> str:

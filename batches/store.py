@@ -7,6 +7,7 @@ conditional on the version read (optimistic), and unique constraints back that u
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .models import STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchSnapshot, BatchTransition, Connection
@@ -39,6 +40,7 @@ def store_batch(connection: Connection, payload, *, observed_at: datetime | None
                         **fields,
                     )
                     _write_history(batch, observed_at)
+                    _bump(connection)
                 return batch, "new"
             except IntegrityError:
                 continue  # another worker stored it first: compare against theirs
@@ -57,6 +59,7 @@ def store_batch(connection: Connection, payload, *, observed_at: datetime | None
                 continue  # somebody changed it between our read and write: read again
             batch.refresh_from_db()
             _write_history(batch, observed_at)
+            _bump(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
 
@@ -78,6 +81,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             BatchSnapshot.objects.bulk_create([_snapshot(batch, observed_at) for batch in rows])
             BatchTransition.objects.bulk_create(
                 [t for batch in rows for t in _transitions(batch, observed_at)], ignore_conflicts=True)
+            _bump(connection)
     except IntegrityError:
         return None
     return rows
@@ -87,6 +91,10 @@ def touch_batches(batch_ids: list[int], *, observed_at: datetime) -> None:
     """Mark batches seen unchanged in one query (keeps `last_synced_at` honest without a write per row)."""
     if batch_ids:
         Batch.objects.filter(pk__in=batch_ids).update(last_synced_at=observed_at)
+
+
+def _bump(connection: Connection) -> None:
+    Connection.objects.filter(pk=connection.pk).update(data_version=F("data_version") + 1)
 
 
 def _is_stale_observation(batch: Batch, fields: dict) -> bool:

@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection as db_connection
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -115,6 +115,16 @@ def _filtered(filters: dict):
     return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))
 
 
+def _status_counts(data_version: list) -> dict:
+    """Batches per status, recounted only when some connection's data changed (one grouped scan then)."""
+    key = "status-counts:" + _token(data_version)
+    counts = cache.get(key)
+    if counts is None:
+        counts = dict(Batch.objects.order_by().values_list("status").annotate(n=Count("id")))
+        cache.set(key, counts, 3600)
+    return counts
+
+
 def _count_from_status_counts(filters: dict, counts: dict) -> int | None:
     """The row count of a list filtered by known statuses at most, from the grouped counts already read."""
     if any(filters.get(k) for k in ("connection", "endpoint", "model", "created_from", "created_to", "q")):
@@ -143,12 +153,8 @@ def batch_list(request):
     form.is_valid()
     filters = form.cleaned_data
     connections = list(Connection.objects.all())
-    # One grouped query feeds the status cards, the total and the poll's change token.
-    by_status = {status: (n, changed) for status, n, changed in Batch.objects.order_by().values_list("status")
-                 .annotate(n=Count("id"), changed=Max("last_changed_at"))}
-    counts = {status: n for status, (n, _) in by_status.items()}
-    latest = max((changed for _, changed in by_status.values() if changed), default=None)
-    version = _token(latest, sorted(counts.items()), _health_token(connections), _query_without(request, "v"))
+    data_version = [(c.pk, c.data_version) for c in connections]
+    version = _token(data_version, _health_token(connections), _query_without(request, "v"))
     if request.htmx and request.GET.get("v") == version:
         return HttpResponse(status=204)
     if form.errors and not request.htmx:
@@ -156,6 +162,7 @@ def batch_list(request):
             label = form.fields[field].label or field.replace("_", " ") if field in form.fields else "Filters"
             messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
 
+    counts = _status_counts(data_version)
     paginator = Paginator(_filtered(filters).select_related("connection"), settings.LIST_PAGE_SIZE)
     known_count = _count_from_status_counts(filters, counts)
     if known_count is not None:

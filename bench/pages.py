@@ -14,6 +14,7 @@ import platform
 import random
 import statistics
 import time
+import warnings
 from datetime import timedelta
 
 from _setup import setup_django, table
@@ -23,6 +24,9 @@ FILTERS = [
     "?model=gpt-4o-mini", "?endpoint=/v1/embeddings", "?q=batch_000123", "?q=nightly", "?sort=-tokens",
     "?created_from=2026-01-01&created_to=2026-01-31", "?page=40", "?status=validating&connection=bench-1",
 ]
+
+
+warnings.filterwarnings("ignore", message="Limit for query logging exceeded")
 
 
 def main() -> None:
