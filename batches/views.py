@@ -178,6 +178,7 @@ def batch_list(request):
         "page": page,
         "cards": cards,
         "connections": connections,
+        "multi_connection": len(connections) > 1,
         "unhealthy": [c for c in connections if c.health(now) in ("failing", "stale")],
         "version": version,
         "live_query": _query_without(request, "v"),

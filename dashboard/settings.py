@@ -174,6 +174,12 @@ elif CACHE_URL in ("", "db"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "batchboard_cache"}}
 else:
     raise ImproperlyConfigured(f"CACHE_URL must be empty, 'db' or a redis:// URL, got {CACHE_URL!r}")
+# Rendered list rows, keyed by batch version: per process, nothing to share or invalidate.
+CACHES["template_fragments"] = {
+    "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    "LOCATION": "batchboard-rows",
+    "OPTIONS": {"MAX_ENTRIES": 20000},
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

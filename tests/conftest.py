@@ -72,3 +72,11 @@ def synced_batch(connection, simulator):
     payload = simulator.inject_batch("in_progress", lines=400, fail_share=0.1)
     sync_connection(connection_id=connection.pk)
     return Batch.objects.get(batch_id=payload["id"])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_row_cache():
+    """Rendered rows are cached per process; each test starts without them."""
+    from django.core.cache import caches
+
+    caches["template_fragments"].clear()

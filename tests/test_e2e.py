@@ -121,6 +121,12 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         assert all(line["response"]["status_code"] == 200 for line in lines)
         assert csp_errors == []
 
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        page.goto(base + "/")
+        expect(page.locator("table.batches")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the page itself does not overflow
+        page.screenshot(path=str(SHOTS / "phone.png"))
+
         viewer = browser.new_page()
         _log_in(viewer, base, "viewer")
         viewer.goto(f"{base}/batches/sim/{batch_id}/")
