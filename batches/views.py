@@ -159,7 +159,7 @@ def batch_list(request):
         return HttpResponse(status=204)
     if form.errors and not request.htmx:
         for field, errors in form.errors.items():
-            label = form.fields[field].label or field.replace("_", " ") if field in form.fields else "Filters"
+            label = (form.fields[field].label or field.replace("_", " ")) if field in form.fields else "Filters"
             messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
 
     counts = _status_counts(data_version)
