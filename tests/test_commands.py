@@ -49,7 +49,12 @@ def test_bootstrap_creates_the_demo_user_and_the_simulator_connection_once(db, m
     settings.VAR_DIR = tmp_path
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     _run("bootstrap", "--simulator-url", "http://127.0.0.1:8100/v1")
-    _run("bootstrap", "--simulator-url", "http://127.0.0.1:8100/v1")
+    from tests import payloads
+    from batches.store import store_batch
+
+    store_batch(Connection.objects.get(slug="simulator"), payloads.IN_PROGRESS)
+    assert "Cleared the stored batches" in _run("bootstrap", "--simulator-url", "http://127.0.0.1:8100/v1")
+    assert not Batch.objects.exists()  # a restarted simulator is a new world
     admin = User.objects.get()
     assert admin.is_superuser and admin.groups.filter(name="Admin").exists()
     assert "admin /" in (tmp_path / "demo-login.txt").read_text()

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 
-from batches.models import Connection
+from batches.models import Batch, Connection
 
 
 class Command(BaseCommand):
@@ -46,6 +46,15 @@ class Command(BaseCommand):
             )
             connection.base_url, connection.enabled = simulator_url, True
             connection.set_api_key("sk-sim")
+            if connection.pk:
+                # The simulator keeps its world in memory: each start is a new account whose batch ids may
+                # repeat the last run's with other histories. Start its connection afresh.
+                cleared, _ = Batch.objects.filter(connection=connection).delete()
+                connection.full_walk_due, connection.last_success_at, connection.last_error = True, None, ""
+                connection.consecutive_failures, connection.next_sync_at = 0, None
+                connection.data_version += 1
+                if cleared:
+                    self.stdout.write(f"Cleared the stored batches of the previous simulator run ({cleared} rows).")
             connection.save()
             Connection.objects.filter(slug="openai").update(enabled=False)
             self.stdout.write(f"No OPENAI_API_KEY: connection 'simulator' watches the local simulator at {simulator_url}.")
