@@ -56,6 +56,18 @@ def setup_django(database_url: str | None, label: str):
     return cleanup
 
 
+def run_on_private_database(parser, label: str, run) -> None:
+    """Parse the arguments (adding --database-url), run `run(args)` on a database of its own, remove it."""
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                        help="PostgreSQL server to create a private bench database on (default: a temp SQLite file)")
+    args = parser.parse_args()
+    cleanup = setup_django(args.database_url, label)
+    try:
+        run(args)
+    finally:
+        cleanup()
+
+
 def table(rows: list[tuple], headers: tuple) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731

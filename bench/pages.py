@@ -17,7 +17,7 @@ import time
 import warnings
 from datetime import timedelta
 
-from _setup import setup_django, table
+from _setup import run_on_private_database, table
 
 FILTERS = [
     "", "?status=in_progress", "?status=completed&status=failed", "?status=all_failed", "?connection=bench-2",
@@ -35,13 +35,7 @@ def main() -> None:
     parser.add_argument("--snapshots", type=int, default=1_000_000)
     parser.add_argument("--detail-snapshots", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    args = parser.parse_args()
-    cleanup = setup_django(args.database_url, "pages")
-    try:
-        run(args)
-    finally:
-        cleanup()
+    run_on_private_database(parser, "pages", run)
 
 
 def generate(args) -> tuple:

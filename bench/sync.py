@@ -11,7 +11,7 @@ import os
 import platform
 import time
 
-from _setup import setup_django, table
+from _setup import run_on_private_database, table
 
 
 def main() -> None:
@@ -19,14 +19,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10000, help="historical batches (default 10000)")
     parser.add_argument("--active", type=int, default=20, help="active batches, among the newest (default 20)")
     parser.add_argument("--polls", type=int, default=1000, help="unchanged polls for the snapshot check")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="PostgreSQL URL to create a private bench database on (default: a temp SQLite file)")
-    args = parser.parse_args()
-    cleanup = setup_django(args.database_url, "sync")
-    try:
-        run(args)
-    finally:
-        cleanup()
+    run_on_private_database(parser, "sync", run)
 
 
 def run(args) -> None:
