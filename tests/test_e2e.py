@@ -15,7 +15,6 @@ from simulator import Simulator, SimulatorServer
 from tests.conftest import PASSWORD, SIM_KEY
 from tests.test_worker import start_worker, stop_worker, wait_for
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright's sync API
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "var" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -23,9 +22,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @pytest.fixture
-def stack(live_server, settings, login):
+def stack(live_server, settings, login, monkeypatch):
     """Simulator (real clock, sped up) + a worker with beat syncing every second + the live server."""
     from dashboard.celery import app
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright's sync API
 
     settings.LIVE_POLL_SECONDS = 1
     simulator = Simulator(seed=5, speed=100)
@@ -38,15 +39,14 @@ def stack(live_server, settings, login):
     connection.save()
     app.control.purge()
     schedule = tempfile.mkdtemp()
-    os.environ.update(SYNC_TICK_SECONDS="1", SYNC_ACTIVE_INTERVAL="1", SYNC_TRANSITION_INTERVAL="1",
-                      SYNC_IDLE_INTERVAL="2")
+    for name, value in (("SYNC_TICK_SECONDS", "1"), ("SYNC_ACTIVE_INTERVAL", "1"), ("SYNC_TRANSITION_INTERVAL", "1"),
+                        ("SYNC_IDLE_INTERVAL", "2")):
+        monkeypatch.setenv(name, value)  # read by the worker subprocess's settings
     worker = start_worker("-B", "--schedule", os.path.join(schedule, "beat"))
     try:
         assert wait_for(lambda: Batch.objects.filter(batch_id=active["id"]).exists(), 60), "the worker never synced"
         yield {"url": live_server.url, "active": active["id"], "simulator": server}
     finally:
-        for name in ("SYNC_TICK_SECONDS", "SYNC_ACTIVE_INTERVAL", "SYNC_TRANSITION_INTERVAL", "SYNC_IDLE_INTERVAL"):
-            os.environ.pop(name, None)
         stop_worker(worker)
         server.stop()
         shutil.rmtree(schedule, ignore_errors=True)

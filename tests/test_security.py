@@ -72,7 +72,8 @@ def test_pages_have_no_inline_scripts_or_handlers(client, login, synced_batch):
 
 
 def test_check_deploy_passes_with_production_settings():
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "dashboard.settings", "DEBUG": "0",
+    env = {**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+           "DJANGO_SETTINGS_MODULE": "dashboard.settings", "DEBUG": "0",
            "SECRET_KEY": "x" * 20 + "production-like-secret-key-with-enough-entropy-0123456789",
            "BATCHBOARD_ENCRYPTION_KEYS": os.environ["BATCHBOARD_ENCRYPTION_KEYS"],
            "ALLOWED_HOSTS": "batchboard.example.com", "SECURE_SSL_REDIRECT": "1", "SECURE_HSTS_SECONDS": "31536000",
