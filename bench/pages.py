@@ -12,7 +12,6 @@ import argparse
 import os
 import platform
 import random
-import statistics
 import time
 import warnings
 from datetime import timedelta

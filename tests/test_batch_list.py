@@ -4,7 +4,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from batches.models import Batch
 from batches.store import store_batch
 from tests import payloads
 

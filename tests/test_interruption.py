@@ -4,7 +4,6 @@ Outages use private processes (a TCP proxy, a redis-server on another port); the
 PostgreSQL and Redis are never stopped.
 """
 
-import os
 import shutil
 import signal
 import socket

@@ -11,7 +11,7 @@ from django.test import Client
 
 from batches.models import AuditEvent, Batch, BatchSnapshot, Connection
 from batches.sync import sync_connection
-from tests.conftest import PASSWORD, SIM_KEY
+from tests.conftest import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,10 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def csrf_client(db):
     return Client(enforce_csrf_checks=True)
-
-
-def _log_in(client, role_user):
-    client.force_login(role_user)
 
 
 @pytest.mark.parametrize("suffix", ["cancel/", "refresh/"])
