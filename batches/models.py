@@ -196,6 +196,8 @@ class Batch(models.Model):
     last_changed_at = models.DateTimeField(default=timezone.now)
     # Incremented on every visible change; snapshots are numbered by it.
     version = models.PositiveIntegerField(default=1)
+    # When the API first answered 404 for this (still active) batch; cleared when it is seen again.
+    missing_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "batches"

@@ -40,26 +40,30 @@ def store_batch(connection: Connection, payload, *, observed_at: datetime | None
                         **fields,
                     )
                     _write_history(batch, observed_at)
-                    _bump(connection)
+                    bump_data_version(connection)
                 return batch, "new"
             except IntegrityError:
                 continue  # another worker stored it first: compare against theirs
         if _is_stale_observation(batch, fields):
             return batch, "unchanged"
         if visible_state(fields) == visible_state(batch):
-            if batch.raw != fields["raw"]:
-                # Only invisible parts changed (timestamps, unknown keys): refresh them, no snapshot.
-                Batch.objects.filter(pk=batch.pk, version=batch.version).update(last_synced_at=observed_at, **fields)
+            if batch.raw != fields["raw"] or batch.missing_since is not None:
+                # Only invisible parts changed (timestamps, unknown keys, found again): no snapshot.
+                Batch.objects.filter(pk=batch.pk, version=batch.version).update(
+                    last_synced_at=observed_at, missing_since=None, **fields)
+                if batch.missing_since is not None:
+                    bump_data_version(connection)
             return batch, "unchanged"
         with transaction.atomic():
             updated = Batch.objects.filter(pk=batch.pk, version=batch.version).update(
-                version=batch.version + 1, last_synced_at=observed_at, last_changed_at=observed_at, **fields
+                version=batch.version + 1, last_synced_at=observed_at, last_changed_at=observed_at,
+                missing_since=None, **fields
             )
             if not updated:
                 continue  # somebody changed it between our read and write: read again
             batch.refresh_from_db()
             _write_history(batch, observed_at)
-            _bump(connection)
+            bump_data_version(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
 
@@ -81,7 +85,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             BatchSnapshot.objects.bulk_create([_snapshot(batch, observed_at) for batch in rows])
             BatchTransition.objects.bulk_create(
                 [t for batch in rows for t in _transitions(batch, observed_at)], ignore_conflicts=True)
-            _bump(connection)
+            bump_data_version(connection)
     except IntegrityError:
         return None
     return rows
@@ -93,7 +97,14 @@ def touch_batches(batch_ids: list[int], *, observed_at: datetime) -> None:
         Batch.objects.filter(pk__in=batch_ids).update(last_synced_at=observed_at)
 
 
-def _bump(connection: Connection) -> None:
+def mark_missing(connection: Connection, batch_id: str, *, now: datetime) -> None:
+    """The API answered 404 for a batch we hold as active: remember since when (once), show it."""
+    if Batch.objects.filter(connection=connection, batch_id=batch_id, missing_since__isnull=True).update(
+            missing_since=now):
+        bump_data_version(connection)
+
+
+def bump_data_version(connection: Connection) -> None:
     Connection.objects.filter(pk=connection.pk).update(data_version=F("data_version") + 1)
 
 

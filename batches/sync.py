@@ -19,7 +19,7 @@ from .client import ApiError, BatchApi, PermanentError, TransientError
 from .models import ACTIVE_STATUSES, TRANSITIONAL_STATUSES, Batch, Connection
 from .payload import MalformedPayload, batch_fields, to_datetime
 from .redact import redact
-from .store import store_batch, store_new_batches, touch_batches
+from .store import mark_missing, store_batch, store_new_batches, touch_batches
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,10 @@ def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bo
 
 def _refresh_uncovered(api: BatchApi, connection: Connection, covered: set[str], result: SyncResult) -> None:
     """Step 3: every stored batch that is still moving but was not on the pages we read."""
+    give_up = timezone.now() - timedelta(hours=settings.SYNC_MISSING_GIVE_UP_HOURS)
     pending = (
         Batch.objects.filter(connection=connection, status__in=ACTIVE_STATUSES)
+        .filter(Q(missing_since__isnull=True) | Q(missing_since__gt=give_up))
         .exclude(batch_id__in=covered)
         .values_list("batch_id", flat=True)
     )
@@ -242,6 +244,8 @@ def _refresh_uncovered(api: BatchApi, connection: Connection, covered: set[str],
             payload = api.retrieve_batch(batch_id)
         except PermanentError as exc:
             # One batch the API no longer knows: keep what we have, say so, go on with the others.
+            if exc.status == 404:
+                mark_missing(connection, batch_id, now=timezone.now())
             result.problems.append(f"{batch_id}: {exc}")
             log.warning("sync %s: could not refresh %s: %s", connection.slug, batch_id, exc)
             continue

@@ -262,6 +262,8 @@ SYNC_PAGE_SIZE = env_number("SYNC_PAGE_SIZE", 100, minimum=1, maximum=100)  # th
 SYNC_LEASE_SECONDS = env_number("SYNC_LEASE_SECONDS", 300.0, cast=float)
 SYNC_RETRY_AFTER_CAP = env_number("SYNC_RETRY_AFTER_CAP", 600.0, cast=float)
 SYNC_FAILURE_BACKOFF_CAP = env_number("SYNC_FAILURE_BACKOFF_CAP", 600.0, cast=float)
+# An active batch the API answers 404 for is asked about again for this long, then left as it was.
+SYNC_MISSING_GIVE_UP_HOURS = env_number("SYNC_MISSING_GIVE_UP_HOURS", 24.0, cast=float)
 SYNC_TASK_TIME_LIMIT = env_number("SYNC_TASK_TIME_LIMIT", 240)
 # A connection whose last success is older than this many of its intervals (and at least
 # SYNC_STALE_MIN_SECONDS) is shown as stale.

@@ -770,6 +770,12 @@ class Simulator:
         with self.lock:
             self.clock.advance(seconds)
 
+    def forget_batch(self, batch_id: str) -> None:
+        """The API loses a batch (a compatible server that deletes them, say): 404 from now on."""
+        with self.lock:
+            b = self.batches.pop(batch_id)
+            self._keys.remove((b.created_at, b.seq, b.id))
+
 
 def _line_error(code: str, message: str, line: int | None, param: str | None = None) -> dict:
     return {"code": code, "message": message, "param": param, "line": line}

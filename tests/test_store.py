@@ -58,3 +58,13 @@ def test_the_observed_time_is_kept(connection):
     seen = timezone.now() - timedelta(minutes=3)
     batch, _ = store_batch(connection, payloads.JUST_CREATED, observed_at=seen)
     assert batch.first_seen_at == seen and batch.snapshots.get().observed_at == seen
+
+
+def test_a_batch_seen_again_is_no_longer_marked_missing(connection):
+    from batches.store import mark_missing
+
+    store_batch(connection, payloads.IN_PROGRESS)
+    mark_missing(connection, "batch_abc123", now=timezone.now())
+    assert Batch.objects.get().missing_since is not None
+    store_batch(connection, payloads.IN_PROGRESS)
+    assert Batch.objects.get().missing_since is None

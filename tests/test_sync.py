@@ -316,3 +316,28 @@ def test_the_due_list_holds_only_due_enabled_connections_and_claims_them(db, set
         rows[slug] = c.pk
     assert sorted(sync.due_connection_ids(now)) == sorted([rows["due"], rows["new"]])
     assert sync.due_connection_ids(now) == []  # claimed: enqueued once, not every tick
+
+
+def test_an_active_batch_the_api_forgets_is_flagged_then_left_alone(connection, simulator, sim_clock, settings,
+                                                                      client, login):
+    gone = simulator.inject_batch("in_progress", lines=100, created_at=sim_clock.now() - 600,
+                                  processing_seconds=3600)
+    for _ in range(120):  # pushes it off the first list page: it is retrieved on its own
+        simulator.inject_batch("completed", lines=2, created_at=sim_clock.now() - 5)
+    _sync(connection)
+    simulator.simulator.forget_batch(gone["id"])
+    result = _sync(connection)
+    assert not result.error and any("HTTP 404" in p for p in result.problems)
+    stored = Batch.objects.get(batch_id=gone["id"])
+    assert stored.status == "in_progress" and stored.missing_since is not None
+    _sync(connection)
+    assert Batch.objects.get(batch_id=gone["id"]).missing_since == stored.missing_since  # set once
+    login("viewer")
+    assert "answered “not found” for this batch" in client.get(f"/batches/sim/{gone['id']}/").content.decode()
+    assert "not found</span>" in client.get("/?status=in_progress").content.decode()
+
+    Batch.objects.filter(batch_id=gone["id"]).update(
+        missing_since=timezone.now() - timedelta(hours=settings.SYNC_MISSING_GIVE_UP_HOURS + 1))
+    simulator.reset_stats()
+    _sync(connection)
+    assert simulator.stats()["by_endpoint"] == {"GET /v1/batches": 1}  # no longer asked about
