@@ -91,6 +91,8 @@ class Connection(models.Model):
     warning = models.TextField(blank=True, help_text="Set when the last list walk looked inconsistent")
     next_sync_at = models.DateTimeField(null=True, blank=True)
     full_walk_due = models.BooleanField(default=True)
+    # Where an interrupted full walk stopped; the next full walk resumes there instead of at the top.
+    walk_cursor = models.CharField(max_length=255, blank=True)
     last_full_walk_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=64, blank=True)

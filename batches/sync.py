@@ -178,11 +178,26 @@ def _full_walk_due(connection: Connection, now: datetime) -> bool:
 
 
 def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bool) -> set[str]:
-    """Step 2: page through the list from the newest. Returns the ids it saw."""
+    """Step 2: page through the list from the newest. Returns the ids it saw.
+
+    A full walk that fails half-way (a rate limit on page 60 of 101, say) leaves its cursor on the
+    connection, and the next full walk resumes from there: under steady 429s it still finishes."""
     seen: set[str] = set()
-    after, last_created = None, None
+    after = resumed_from = connection.walk_cursor if full and connection.walk_cursor else None
+    last_created = None
     while True:
-        page = api.list_batches(after=after, limit=settings.SYNC_PAGE_SIZE)
+        try:
+            page = api.list_batches(after=after, limit=settings.SYNC_PAGE_SIZE)
+        except PermanentError:
+            if resumed_from and after == resumed_from:  # the API refuses the saved cursor: from the top
+                _save_cursor(connection, "")
+                after = resumed_from = None
+                continue
+            raise
+        except ApiError:
+            if full and after:
+                _save_cursor(connection, after)
+            raise
         data = page["data"]
         ids = [item.get("id") for item in data if isinstance(item, dict)]
         if seen.intersection(ids) or len(set(ids)) != len(ids):
@@ -230,6 +245,10 @@ def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bo
         after = next_after
 
 
+def _save_cursor(connection: Connection, cursor: str) -> None:
+    Connection.objects.filter(pk=connection.pk).update(walk_cursor=cursor)
+
+
 def _refresh_uncovered(api: BatchApi, connection: Connection, covered: set[str], result: SyncResult) -> None:
     """Step 3: every stored batch that is still moving but was not on the pages we read."""
     give_up = timezone.now() - timedelta(hours=settings.SYNC_MISSING_GIVE_UP_HOURS)
@@ -272,7 +291,7 @@ def _record_success(connection: Connection, token: str, result: SyncResult) -> N
     if result.warning:
         fields["full_walk_due"] = True
     elif result.full_walk:
-        fields.update(full_walk_due=False, last_full_walk_at=now)
+        fields.update(full_walk_due=False, last_full_walk_at=now, walk_cursor="")
     Connection.objects.filter(pk=connection.pk, lease_token=token).update(**fields)
 
 

@@ -341,3 +341,40 @@ def test_an_active_batch_the_api_forgets_is_flagged_then_left_alone(connection, 
     simulator.reset_stats()
     _sync(connection)
     assert simulator.stats()["by_endpoint"] == {"GET /v1/batches": 1}  # no longer asked about
+
+
+def test_an_interrupted_full_walk_resumes_where_it_stopped(connection, simulator, monkeypatch):
+    from batches.client import BatchApi, TransientError
+
+    simulator.simulator.populate(historical=250)
+    real = BatchApi.list_batches
+
+    def rate_limited_after_the_first_page(self, *, after=None, limit=100):
+        if after:
+            raise TransientError("Rate limit reached", status=429, retry_after=1)
+        return real(self, after=after, limit=limit)
+
+    monkeypatch.setattr(BatchApi, "list_batches", rate_limited_after_the_first_page)
+    assert "Rate limit" in _sync(connection).error
+    connection.refresh_from_db()
+    first_page_last = simulator.simulator.list_batches(limit=100)["last_id"]
+    assert connection.walk_cursor == first_page_last and connection.full_walk_due
+    monkeypatch.setattr(BatchApi, "list_batches", real)
+    simulator.reset_stats()
+    result = _sync(connection)
+    assert result.full_walk and not result.error
+    assert simulator.stats()["by_endpoint"]["GET /v1/batches"] == 2  # pages 2 and 3, not the first again
+    connection.refresh_from_db()
+    assert connection.walk_cursor == "" and not connection.full_walk_due
+    assert mismatches(connection, simulator.truth()) == []
+
+
+def test_a_refused_cursor_restarts_the_full_walk_from_the_top(connection, simulator):
+    simulator.simulator.populate(historical=30)
+    Connection.objects.filter(pk=connection.pk).update(walk_cursor="batch_that_is_gone")
+    connection.refresh_from_db()
+    result = _sync(connection)
+    assert not result.error and result.requests == 2  # the refused cursor, then the list from the top
+    connection.refresh_from_db()
+    assert connection.walk_cursor == ""
+    assert mismatches(connection, simulator.truth()) == []
