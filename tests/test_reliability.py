@@ -48,7 +48,7 @@ def _assert_history_is_clean(truth):
 def test_a_fault_soak_converges_to_the_apis_truth(connection, simulator, settings):
     settings.API_READ_TIMEOUT = settings.API_CONNECT_TIMEOUT = 0.25
     sim = simulator.simulator
-    sim.populate(historical=60, active=24)
+    sim.populate(historical=230, active=24)  # three list pages: full walks get interrupted too
     for _ in range(3):  # these will run out of time and expire
         simulator.inject_batch("in_progress", lines=200, processing_seconds=10**6)
     simulator.set_faults(rate=0.3, kinds=list(FAULT_KINDS), seed=3, slow_seconds=0.4, retry_after=1)
