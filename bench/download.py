@@ -93,7 +93,7 @@ def run(args) -> list:
     processes = [simulator]
     sim_url = f"http://127.0.0.1:{sim_port}"
     _wait(sim_url + "/_sim/stats")
-    lines = 20000
+    lines = max(100, min(20000, int(args.megabytes * 1048576 / 2000)))  # ~2 KB lines at least, as real output
     payload = requests.post(sim_url + "/_sim/batches", timeout=60, json={
         "status": "completed", "lines": lines, "fail_share": 0, "created_at": time.time() - 7200,
         "output_bytes": int(args.megabytes * 1024 * 1024)}).json()
