@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass
 
-from django.db import transaction
-
 from .client import ApiError, BatchApi
 from .models import AuditEvent, Batch
 from .payload import MalformedPayload
@@ -53,8 +51,7 @@ def cancel(*, batch: Batch, user) -> Outcome:
             outcome = Outcome(True, f"Cancel sent, but the answer was unreadable ({exc}); the next sync shows it.")
         finally:
             api.close()
-    with transaction.atomic():
-        audit(user=user, action="cancel", batch=batch, outcome=outcome)
+    audit(user=user, action="cancel", batch=batch, outcome=outcome)
     return outcome
 
 

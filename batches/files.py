@@ -1,4 +1,4 @@
-"""A batch's files through the API: metadata, the request-error summary, and downloads.
+"""A batch's files through the API: metadata and the request-error summary (downloads stream in views).
 
 Results are cached per file id (file contents never change once published).
 """

@@ -13,15 +13,19 @@ from django.utils import timezone
 from .models import STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchSnapshot, BatchTransition, Connection
 from .payload import VISIBLE_FIELDS, batch_fields, visible_state
 
-def store_batch(connection: Connection, payload, *, observed_at: datetime | None = None,
-                known: dict | None = None) -> tuple[Batch, str]:
+def store_batch(connection: Connection, payload, *, observed_at: datetime | None = None) -> tuple[Batch, str]:
     """Upsert one API payload. Returns the batch and what happened: "new", "changed" or "unchanged".
 
-    `known` maps batch ids to rows the caller already loaded (a whole page in one query), so an
-    unchanged batch costs no query at all. Raises MalformedPayload for a payload without a usable id.
+    Raises MalformedPayload for a payload without a usable id.
     """
+    return store_fields(connection, batch_fields(payload), observed_at=observed_at)
+
+
+def store_fields(connection: Connection, fields: dict, *, observed_at: datetime | None = None,
+                 known: dict | None = None) -> tuple[Batch, str]:
+    """store_batch() for a payload already parsed by batch_fields(). `known` maps batch ids to rows the
+    caller already loaded (a whole page in one query), so an unchanged batch costs no query at all."""
     observed_at = observed_at or timezone.now()
-    fields = batch_fields(payload)
     preloaded = (known or {}).get(fields["batch_id"])
     for attempt in range(5):
         if attempt == 0 and preloaded is not None:

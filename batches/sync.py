@@ -19,7 +19,7 @@ from .client import ApiError, BatchApi, PermanentError, TransientError
 from .models import ACTIVE_STATUSES, TRANSITIONAL_STATUSES, Batch, Connection
 from .payload import MalformedPayload, batch_fields, to_datetime
 from .redact import redact
-from .store import mark_missing, store_batch, store_new_batches, touch_batches
+from .store import mark_missing, store_batch, store_fields, store_new_batches, touch_batches
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
        after an anomaly) reads every page. Guards: ids repeating, `created_at` increasing along the
        walk, or a cursor that does not advance stop the walk, set a warning and schedule a full walk.
     3. Retrieve individually each stored non-terminal batch the walk did not cover.
-    4. Upsert through store_batch(): a snapshot only on a visible change, transitions from the API's
+    4. Upsert through store_fields() (store_batch() parses first): a snapshot only on a visible change, transitions from the API's
        own timestamps (polls can skip states).
     5. Record health (last attempt/success, error text, consecutive failures), schedule the next
        cycle (adaptive cadence, or the server's Retry-After), and release the lease.
@@ -220,19 +220,19 @@ def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bo
             seen.add(fields["batch_id"])
             result.seen += 1
             if fields["batch_id"] not in known:
-                fresh.append((payload, fields))
+                fresh.append(fields)
                 continue
             reached_known = True
-            _, outcome = store_batch(connection, payload, observed_at=observed_at, known=known)
+            _, outcome = store_fields(connection, fields, observed_at=observed_at, known=known)
             if outcome == "changed":
                 result.changed += 1
             elif outcome == "unchanged":
                 unchanged.append(known[fields["batch_id"]].pk)
-        if fresh and store_new_batches(connection, [f for _, f in fresh], observed_at=observed_at) is not None:
+        if fresh and store_new_batches(connection, fresh, observed_at=observed_at) is not None:
             result.new += len(fresh)
         else:
-            for payload, _ in fresh:  # a concurrent sync stored some of them: one at a time, safely
-                _, outcome = store_batch(connection, payload, observed_at=observed_at)
+            for fields in fresh:  # a concurrent sync stored some of them: one at a time, safely
+                _, outcome = store_fields(connection, fields, observed_at=observed_at)
                 result.new += outcome == "new"
                 result.changed += outcome == "changed"
                 reached_known = reached_known or outcome != "new"
