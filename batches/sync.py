@@ -66,8 +66,8 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
        after an anomaly) reads every page. Guards: ids repeating, `created_at` increasing along the
        walk, or a cursor that does not advance stop the walk, set a warning and schedule a full walk.
     3. Retrieve individually each stored non-terminal batch the walk did not cover.
-    4. Upsert through store_fields() (store_batch() parses first): a snapshot only on a visible change, transitions from the API's
-       own timestamps (polls can skip states).
+    4. Upsert through store_fields() (each payload parsed once): a snapshot only on a visible change,
+       transitions from the API's own timestamps (polls can skip states).
     5. Record health (last attempt/success, error text, consecutive failures), schedule the next
        cycle (adaptive cadence, or the server's Retry-After), and release the lease.
     A failed cycle never changes a batch's status: what was stored stays, and the page shows it stale.

@@ -89,6 +89,10 @@ def _token(*parts) -> str:
 
 
 # ----- the list ----------------------------------------------------------------------------------
+def _day_start(day) -> datetime:
+    return datetime.combine(day, dt_time.min, dt_timezone.utc)
+
+
 def _filtered(filters: dict):
     batches = Batch.objects.all()
     statuses = filters.get("status") or []
@@ -106,10 +110,9 @@ def _filtered(filters: dict):
     if filters.get("model"):
         batches = batches.filter(model=filters["model"])
     if filters.get("created_from"):
-        batches = batches.filter(created_at__gte=datetime.combine(filters["created_from"], dt_time.min, dt_timezone.utc))
+        batches = batches.filter(created_at__gte=_day_start(filters["created_from"]))
     if filters.get("created_to"):
-        end = datetime.combine(filters["created_to"], dt_time.min, dt_timezone.utc) + timedelta(days=1)
-        batches = batches.filter(created_at__lt=end)
+        batches = batches.filter(created_at__lt=_day_start(filters["created_to"]) + timedelta(days=1))
     if filters.get("q") and filters["q"].strip():
         batches = batches.filter(search_text__contains=filters["q"].strip().lower())
     return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))

@@ -223,7 +223,8 @@ CONTENT_SECURITY_POLICY = (
 # RabbitMQ in production.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
 if "://" not in CELERY_BROKER_URL:
-    raise ImproperlyConfigured(f"CELERY_BROKER_URL must be a URL such as redis://host:6379/0, got {CELERY_BROKER_URL!r}")
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL must be a URL such as redis://host:6379/0, got {CELERY_BROKER_URL!r}")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

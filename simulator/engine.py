@@ -60,7 +60,8 @@ _VALIDATION_ERRORS = [
 _REQUEST_FAILURES = [
     (400, "invalid_request_error", "context_length_exceeded",
      "This model's maximum context length is 128000 tokens. However, your messages resulted in 131072 tokens."),
-    (400, "invalid_request_error", "invalid_prompt", "Invalid prompt: your prompt was flagged as potentially violating our usage policy."),
+    (400, "invalid_request_error", "invalid_prompt",
+     "Invalid prompt: your prompt was flagged as potentially violating our usage policy."),
     (500, "server_error", "server_error", "The server had an error while processing your request. Sorry about that!"),
 ]
 
