@@ -3,18 +3,18 @@
 Every failure leaves here as one of two exceptions: TransientError (try again later, maybe after
 `retry_after` seconds) or PermanentError (a human has to act: bad key, unknown id, quota).
 Quick retries happen inside a call only where they are cheap and safe: connection/read errors and
-500/502/503/504 on GETs, through urllib3's Retry. A 429 is never slept on here: the caller
-schedules the connection's next attempt instead.
+500/502/503/504 on GETs. A 429 is never slept on here: the caller schedules the connection's next
+attempt instead. Every call, retries and body included, ends within API_CALL_DEADLINE seconds: a
+server that drip-feeds its answer cannot hold a worker or a web thread longer than that.
 """
 
+import json
+import time
 from email.utils import parsedate_to_datetime
-from time import time
 
 import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
-from urllib3.util.retry import Retry
 
 from .models import Connection, KeyUnreadable
 from .redact import redact
@@ -41,6 +41,8 @@ class ApiError(Exception):
         self.request_id, self.retry_after = request_id, retry_after
 
     def __str__(self) -> str:
+        if self.status is None and self.error_type == "configuration":  # nothing was sent
+            return self.message
         prefix = f"HTTP {self.status}" if self.status else "Network error"
         code = f" {self.code}" if self.code else ""
         return f"{prefix}{code}: {self.message}"
@@ -54,24 +56,10 @@ class PermanentError(ApiError):
     """Retrying will not help until someone acts: bad key, no permission, unknown id, quota, bad request."""
 
 
-def _retry_policy() -> Retry:
-    return Retry(
-        total=settings.API_RETRIES,
-        connect=settings.API_RETRIES,
-        read=settings.API_RETRIES,
-        status=settings.API_RETRIES,
-        other=0,
-        allowed_methods=frozenset({"GET"}),  # a POST (cancel) is never blindly repeated
-        status_forcelist=(500, 502, 503, 504),
-        backoff_factor=settings.API_RETRY_BACKOFF,
-        backoff_max=2.0,
-        raise_on_status=False,
-        respect_retry_after_header=False,
-    )
-
-
 class BatchApi:
-    """A session for one connection. `requests_made` counts HTTP requests, retries included."""
+    """A session for one connection. `requests_made` counts HTTP requests, retries included.
+
+    Use it as a context manager (`with BatchApi.for_connection(c) as api:`) so its sockets close."""
 
     def __init__(self, *, base_url: str, api_key: str, organization: str = "", project: str = ""):
         self.base_url = base_url.rstrip("/")
@@ -85,9 +73,6 @@ class BatchApi:
             self.session.headers["OpenAI-Organization"] = organization
         if project:
             self.session.headers["OpenAI-Project"] = project
-        adapter = HTTPAdapter(max_retries=_retry_policy())
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self.requests_made = 0
 
     @classmethod
@@ -95,12 +80,18 @@ class BatchApi:
         try:
             key = connection.api_key
         except KeyUnreadable as exc:
-            raise PermanentError(str(exc)) from None
+            raise PermanentError(str(exc), error_type="configuration") from None
         return cls(base_url=connection.base_url, api_key=key, organization=connection.organization,
                    project=connection.project)
 
     def close(self) -> None:
         self.session.close()
+
+    def __enter__(self) -> "BatchApi":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ----- endpoints ---------------------------------------------------------------------------
     def list_batches(self, *, after: str | None = None, limit: int = 100) -> dict:
@@ -117,47 +108,110 @@ class BatchApi:
 
     def cancel_batch(self, batch_id: str) -> tuple[dict, str]:
         """POST the cancel; returns the batch and the API's request id."""
-        response = self._send("POST", f"/batches/{_segment(batch_id)}/cancel", json={})
-        return self._decode(response), response.headers.get("x-request-id", "")
+        deadline = time.monotonic() + settings.API_CALL_DEADLINE
+        response = self._send("POST", f"/batches/{_segment(batch_id)}/cancel", deadline=deadline, json={})
+        return self._decode(response, deadline), response.headers.get("x-request-id", "")
 
     def file_metadata(self, file_id: str) -> dict:
         return self._json("GET", f"/files/{_segment(file_id)}")
 
     def file_content(self, file_id: str) -> requests.Response:
         """The open, streamed response for a file's bytes; read it with iter_content, then close it."""
-        return self._send("GET", f"/files/{_segment(file_id)}/content", stream=True,
+        return self._send("GET", f"/files/{_segment(file_id)}/content",
                           headers={"Accept": "application/octet-stream"})
 
     # ----- plumbing ----------------------------------------------------------------------------
     def _json(self, method: str, path: str, **kwargs) -> dict:
-        return self._decode(self._send(method, path, **kwargs))
+        deadline = time.monotonic() + settings.API_CALL_DEADLINE
+        response = self._send(method, path, deadline=deadline, **kwargs)
+        return self._decode(response, deadline)
 
-    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
-        timeout = (settings.API_CONNECT_TIMEOUT, settings.API_READ_TIMEOUT)
-        try:
-            response = self.session.request(method, self.base_url + path, timeout=timeout, **kwargs)
-        except requests.RequestException as exc:
-            self.requests_made += 1 + (settings.API_RETRIES if method == "GET" else 0)
-            raise TransientError(_network_failure(exc, self.base_url)) from None
-        retries = getattr(response.raw, "retries", None)
-        self.requests_made += 1 + (len(retries.history) if retries else 0)
-        if response.status_code >= 400:
-            error = _classify(response)
-            response.close()
-            raise error
-        return response
+    def _send(self, method: str, path: str, *, deadline: float | None = None, **kwargs) -> requests.Response:
+        """One call: quick retries of idempotent failures, all within the deadline. Returns an open,
+        streamed response (its body not read yet)."""
+        deadline = deadline or time.monotonic() + settings.API_CALL_DEADLINE
+        attempts = 1 + (settings.API_RETRIES if method == "GET" else 0)  # a POST (cancel) is never repeated
+        for attempt in range(attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransientError(f"no answer from {self.base_url} within {settings.API_CALL_DEADLINE:g}s")
+            if attempt:
+                pause = min(settings.API_RETRY_BACKOFF * 2 ** (attempt - 1), 2.0, remaining / 2)
+                time.sleep(pause)
+                remaining -= pause
+            timeout = (min(settings.API_CONNECT_TIMEOUT, remaining), min(settings.API_READ_TIMEOUT, remaining))
+            self.requests_made += 1
+            try:
+                response = self.session.request(method, self.base_url + path, timeout=timeout, stream=True,
+                                                **kwargs)
+            except requests.RequestException as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise TransientError(_network_failure(exc, self.base_url)) from None
+            if response.status_code in _RETRY_STATUSES and attempt + 1 < attempts:
+                response.close()
+                continue
+            if response.status_code >= 400:
+                error = _classify(response, deadline)
+                response.close()
+                raise error
+            return response
+        raise AssertionError("unreachable")
 
-    def _decode(self, response: requests.Response) -> dict:
+    def _decode(self, response: requests.Response, deadline: float) -> dict:
         request_id = response.headers.get("x-request-id", "")
         try:
-            data = response.json()
+            data = json.loads(read_body(response, deadline))
         except (ValueError, requests.RequestException):
             raise TransientError("the API sent a malformed or truncated JSON body", status=response.status_code,
                                  request_id=request_id) from None
+        except RecursionError:
+            raise TransientError("the API sent JSON nested too deeply to read", status=response.status_code,
+                                 request_id=request_id) from None
+        finally:
+            response.close()
         if not isinstance(data, dict):
             raise TransientError("the API sent JSON that is not an object", status=response.status_code,
                                  request_id=request_id)
         return data
+
+
+_RETRY_STATUSES = (500, 502, 503, 504)
+
+
+def read_chunks(response: requests.Response, deadline: float, chunk_size: int = 64 * 1024):
+    """The body of a streamed response, chunk by chunk as it arrives, raising TransientError once the
+    deadline passes: a per-read timeout alone lets a server drip one byte at a time forever."""
+    raw = response.raw
+    too_slow = TransientError(f"the answer took longer than {settings.API_CALL_DEADLINE:g}s; cut off",
+                              status=response.status_code)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise too_slow
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(min(settings.API_READ_TIMEOUT, remaining))
+        try:
+            chunk = raw.read1(chunk_size, decode_content=True)
+        except Exception as exc:  # urllib3/socket errors mid-body
+            if time.monotonic() >= deadline:
+                raise too_slow from None
+            raise TransientError(f"the connection broke mid-answer: {type(exc).__name__}",
+                                 status=response.status_code) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def read_body(response: requests.Response, deadline: float, limit: int | None = None) -> bytes:
+    limit = limit or settings.API_MAX_RESPONSE_BYTES
+    body = bytearray()
+    for chunk in read_chunks(response, deadline):
+        body += chunk
+        if len(body) > limit:
+            raise TransientError(f"the answer is larger than {limit} bytes", status=response.status_code)
+    return bytes(body)
 
 
 def _network_failure(exc: requests.RequestException, base_url: str) -> str:
@@ -187,18 +241,18 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(float(raw), 0.0)
     except ValueError:
         try:
-            return max(parsedate_to_datetime(raw).timestamp() - time(), 0.0)
+            return max(parsedate_to_datetime(raw).timestamp() - time.time(), 0.0)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
 
 
-def _classify(response: requests.Response) -> ApiError:
+def _classify(response: requests.Response, deadline: float) -> ApiError:
     status = response.status_code
     request_id = response.headers.get("x-request-id", "")
     message, code, error_type = response.reason or "error", None, None
     try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError, requests.RequestException):
+        error = json.loads(read_body(response, deadline, limit=64 * 1024)).get("error")
+    except (ValueError, AttributeError, RecursionError, ApiError, requests.RequestException):
         error = None
     if isinstance(error, dict):
         message = str(error.get("message") or message)[:_MESSAGE_LIMIT]

@@ -252,24 +252,35 @@ API_CONNECT_TIMEOUT = env_number("API_CONNECT_TIMEOUT", 5.0, cast=float)
 API_READ_TIMEOUT = env_number("API_READ_TIMEOUT", 30.0, cast=float)
 API_RETRIES = env_number("API_RETRIES", 2)
 API_RETRY_BACKOFF = env_number("API_RETRY_BACKOFF", 0.5, cast=float)
+# The whole of one API call (retries and body included) ends within this many seconds; it must be
+# shorter than SYNC_LEASE_SECONDS so a sync holding its lease is never stuck in one call.
+API_CALL_DEADLINE = env_number("API_CALL_DEADLINE", 20.0, minimum=0.1, cast=float)
+API_MAX_RESPONSE_BYTES = env_number("API_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=1024)
 API_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 # The sync cadence (batches/sync.py).
 SYNC_ACTIVE_INTERVAL = env_number("SYNC_ACTIVE_INTERVAL", 15.0, cast=float)
 SYNC_TRANSITION_INTERVAL = env_number("SYNC_TRANSITION_INTERVAL", 5.0, cast=float)
-SYNC_IDLE_INTERVAL = env_number("SYNC_IDLE_INTERVAL", 300.0, cast=float)
+SYNC_IDLE_INTERVAL = env_number("SYNC_IDLE_INTERVAL", 60.0, cast=float)
 SYNC_FULL_WALK_HOURS = env_number("SYNC_FULL_WALK_HOURS", 24.0, cast=float)
 SYNC_PAGE_SIZE = env_number("SYNC_PAGE_SIZE", 100, minimum=1, maximum=100)  # the API allows 1..100
-SYNC_LEASE_SECONDS = env_number("SYNC_LEASE_SECONDS", 300.0, cast=float)
+# No cycle runs longer than this (plus one request); a long import goes on in the next cycles.
+SYNC_CYCLE_BUDGET_SECONDS = env_number("SYNC_CYCLE_BUDGET_SECONDS", 60.0, minimum=0.1, cast=float)
+# A sync holds its connection this long and renews it after every request, so a killed worker or a
+# database outage blocks the connection for at most this long.
+SYNC_LEASE_SECONDS = env_number("SYNC_LEASE_SECONDS", 30.0, minimum=1, cast=float)
+if API_CALL_DEADLINE >= SYNC_LEASE_SECONDS:
+    raise ImproperlyConfigured("API_CALL_DEADLINE must be shorter than SYNC_LEASE_SECONDS")
 SYNC_RETRY_AFTER_CAP = env_number("SYNC_RETRY_AFTER_CAP", 600.0, cast=float)
 SYNC_FAILURE_BACKOFF_CAP = env_number("SYNC_FAILURE_BACKOFF_CAP", 600.0, cast=float)
 # An active batch the API answers 404 for is asked about again for this long, then left as it was.
 SYNC_MISSING_GIVE_UP_HOURS = env_number("SYNC_MISSING_GIVE_UP_HOURS", 24.0, cast=float)
-SYNC_TASK_TIME_LIMIT = env_number("SYNC_TASK_TIME_LIMIT", 240)
-# A connection whose last success is older than this many of its intervals (and at least
-# SYNC_STALE_MIN_SECONDS) is shown as stale.
-SYNC_STALE_FACTOR = env_number("SYNC_STALE_FACTOR", 4.0, cast=float)
-SYNC_STALE_MIN_SECONDS = env_number("SYNC_STALE_MIN_SECONDS", 120.0, cast=float)
+# Celery limits of a sync task: the soft one ends a cycle cleanly (it goes on next time).
+SYNC_TASK_SOFT_TIME_LIMIT = env_number(
+    "SYNC_TASK_SOFT_TIME_LIMIT", int(SYNC_CYCLE_BUDGET_SECONDS + API_CALL_DEADLINE + 30), minimum=1)
+SYNC_TASK_TIME_LIMIT = env_number("SYNC_TASK_TIME_LIMIT", SYNC_TASK_SOFT_TIME_LIMIT + 60, minimum=2)
+# Data is stale once the last success is older than its scheduled interval plus this grace.
+SYNC_STALE_GRACE_SECONDS = env_number("SYNC_STALE_GRACE_SECONDS", 30.0, cast=float)
 
 # Snapshots of terminal batches older than this are thinned (status changes are always kept).
 SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)

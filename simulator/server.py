@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from .engine import ApiError, Simulator, _mix
 
 FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "truncated")
-EXTRA_FAULT_KINDS = ("quota",)
+EXTRA_FAULT_KINDS = ("quota", "drip")
 _ROUTES = [
     ("POST", re.compile(r"^/v1/files$"), "create_file"),
     ("GET", re.compile(r"^/v1/files$"), "list_files"),
@@ -262,6 +262,19 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if kind == "drip":  # a hostile or broken server: a valid answer, one byte every slow_seconds
+            data = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
+            self.send_response(200)
+            self._common_headers("application/json", len(data))
+            self.end_headers()
+            try:
+                for i in range(len(data)):
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(self.server.faults.slow_seconds)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return
         if kind == "truncated":
             text = json.dumps({"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None})
             data = text[: len(text) // 2].encode()
@@ -355,7 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 200
 
 
-_FAULT_STATUS = {"429": "429", "quota": "429", "500": "500", "503": "503", "timeout": "504", "truncated": "200"}
+_FAULT_STATUS = {"429": "429", "quota": "429", "drip": "200", "500": "500", "503": "503", "timeout": "504", "truncated": "200"}
 
 
 class SimulatorServer:

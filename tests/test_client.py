@@ -1,5 +1,7 @@
 """batches/client.py against the simulator over real HTTP: retries, classification, streaming."""
 
+import time
+
 import pytest
 
 from batches.client import BatchApi, PermanentError, TransientError
@@ -108,3 +110,23 @@ def test_file_content_is_a_stream(api, simulator):
         assert sum(len(chunk) for chunk in response.iter_content(8192)) == meta["bytes"]
     finally:
         response.close()
+
+
+def test_a_drip_fed_answer_is_cut_at_the_call_deadline(api, simulator, settings):
+    """Today a server sending one byte every read-timeout-minus-a-bit holds the caller for ever."""
+    settings.API_CALL_DEADLINE = 1.0
+    simulator.set_faults(next=1, kinds=["drip"], slow_seconds=0.2)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="longer than 1s"):
+        api.list_batches()
+    assert time.monotonic() - started < 1.5
+
+
+def test_slow_retries_all_fit_in_the_call_deadline(api, simulator, settings):
+    """Each attempt times out on its own read timeout; together they stop at the deadline, not 3 × the timeout."""
+    settings.API_CALL_DEADLINE, settings.API_READ_TIMEOUT = 1.0, 0.8
+    simulator.set_faults(next=3, kinds=["timeout"], slow_seconds=3)
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        api.list_batches()
+    assert time.monotonic() - started < 1.5
