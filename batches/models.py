@@ -36,6 +36,9 @@ TIMESTAMP_FIELDS = (
     "cancelled_at",
 )
 FILE_KINDS = ("input", "output", "error")
+# How a server orders GET /batches (OpenAI: newest first); detected from the first page it sends.
+NEWEST_FIRST, OLDEST_FIRST = "newest_first", "oldest_first"
+KEY_UNREADABLE = "API key unreadable: enter it again"
 
 
 class KeyUnreadable(Exception):
@@ -60,7 +63,8 @@ def decrypt_secret(token: str) -> str:
     try:
         return _fernet(tuple(settings.ENCRYPTION_KEYS)).decrypt(token.encode()).decode()
     except InvalidToken:
-        raise KeyUnreadable("the stored API key cannot be decrypted with BATCHBOARD_ENCRYPTION_KEYS") from None
+        raise KeyUnreadable(f"{KEY_UNREADABLE} (it was encrypted with a key that is no longer in "
+                            "BATCHBOARD_ENCRYPTION_KEYS)") from None
 
 
 def default_poll_interval() -> int:
@@ -88,12 +92,21 @@ class Connection(models.Model):
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
-    warning = models.TextField(blank=True, help_text="Set when the last list walk looked inconsistent")
+    warning = models.TextField(blank=True, help_text="Why the list looked inconsistent; cleared by a clean full walk")
     next_sync_at = models.DateTimeField(null=True, blank=True)
+    # The interval the last successful cycle scheduled: the data is stale once it is overdue.
+    sync_interval = models.FloatField(null=True, blank=True)
     full_walk_due = models.BooleanField(default=True)
-    # Where an interrupted full walk stopped; the next full walk resumes there instead of at the top.
+    # Where a full walk stands (saved after every page); the next cycle goes on from there.
     walk_cursor = models.CharField(max_length=255, blank=True)
+    walk_anomaly = models.BooleanField(default=False)  # the walk under way has seen an inconsistency
+    walk_unreadable = models.PositiveIntegerField(default=0)  # batches the walk under way could not read
     last_full_walk_at = models.DateTimeField(null=True, blank=True)
+    list_order = models.CharField(max_length=16, blank=True, choices=[(NEWEST_FIRST, "newest first"),
+                                                                      (OLDEST_FIRST, "oldest first")])
+    # Oldest-first servers: the last batch id read at the end of the list; each cycle reads after it.
+    tail_cursor = models.CharField(max_length=255, blank=True)
+    unreadable_batches = models.PositiveIntegerField(default=0, help_text="Batches whose payload could not be read")
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=64, blank=True)
     # Bumped whenever one of its batches is added or visibly changes: the pages' cheap change token.
@@ -125,32 +138,45 @@ class Connection(models.Model):
         try:
             key = self.api_key
         except KeyUnreadable:
-            return "(unreadable)"
+            return KEY_UNREADABLE
         return "…" + key[-4:] if key else "(none)"
 
     @property
     def is_failing(self) -> bool:
         return self.consecutive_failures > 0
 
-    def stale_after(self) -> timedelta:
-        seconds = max(settings.SYNC_STALE_MIN_SECONDS, settings.SYNC_STALE_FACTOR * self.poll_interval)
-        return timedelta(seconds=seconds)
+    @property
+    def is_importing(self) -> bool:
+        """The first full read of the list is under way (spread over cycles by SYNC_CYCLE_BUDGET_SECONDS)."""
+        return self.last_full_walk_at is None and self.last_success_at is not None
 
     def is_stale(self, now=None) -> bool:
+        """Overdue: the last success is older than the interval it scheduled, plus SYNC_STALE_GRACE_SECONDS."""
         if not self.enabled:
             return False
-        now = now or timezone.now()
-        return self.last_success_at is None or now - self.last_success_at > self.stale_after()
+        if self.last_success_at is None:
+            return True
+        interval = self.sync_interval if self.sync_interval is not None else self.poll_interval
+        allowed = timedelta(seconds=interval + settings.SYNC_STALE_GRACE_SECONDS)
+        return (now or timezone.now()) - self.last_success_at > allowed
 
     def health(self, now=None) -> str:
-        """ok, failing, stale, disabled or pending (never synced yet)."""
+        """disabled, failing (backing off after errors), pending (never synced), stale (overdue),
+        importing (first import under way), degraded (the list looked inconsistent), or ok."""
         if not self.enabled:
             return "disabled"
         if self.is_failing:
             return "failing"
         if self.last_success_at is None:
             return "pending"
-        return "stale" if self.is_stale(now) else "ok"
+        if self.is_stale(now):
+            return "stale"
+        if self.is_importing:
+            return "importing"
+        return "degraded" if self.warning else "ok"
+
+    def stored_batches(self) -> int:
+        return self.batches.count()
 
 
 class Batch(models.Model):

@@ -35,17 +35,28 @@ class MalformedPayload(ValueError):
     """A payload that cannot be stored (not an object, or no usable id)."""
 
 
-def clean_json(value):
-    """Drop NUL characters (PostgreSQL refuses them in text and jsonb); everything else is kept."""
+# What is kept of a payload's JSON (metadata and raw): deeper or larger parts are replaced by a marker,
+# so one hostile payload can neither exhaust the stack nor fill the database.
+JSON_MAX_DEPTH = 32
+JSON_MAX_ITEMS = 5000
+TRUNCATED = "[truncated by Batchboard]"
+
+
+def clean_json(value, depth: int = 0):
+    """Drop NUL characters (PostgreSQL refuses them in text and jsonb) and NaN; cut what is nested
+    deeper than JSON_MAX_DEPTH or longer than JSON_MAX_ITEMS items per container."""
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {clean_json(str(k)): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean_json(v) for v in value]
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
-    return value
+    if not isinstance(value, (dict, list)):
+        return value
+    if depth >= JSON_MAX_DEPTH:
+        return TRUNCATED
+    if isinstance(value, dict):
+        items = list(value.items())[:JSON_MAX_ITEMS]
+        return {clean_json(str(k)): clean_json(v, depth + 1) for k, v in items}
+    return [clean_json(v, depth + 1) for v in value[:JSON_MAX_ITEMS]]
 
 
 def _text(value, limit: int = _TEXT_MAX) -> str:

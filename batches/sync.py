@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
 from .client import ApiError, BatchApi, PermanentError, TransientError
-from .models import ACTIVE_STATUSES, TRANSITIONAL_STATUSES, Batch, Connection
+from .models import ACTIVE_STATUSES, NEWEST_FIRST, OLDEST_FIRST, TRANSITIONAL_STATUSES, Batch, Connection
 from .payload import MalformedPayload, batch_fields, to_datetime
 from .redact import redact
 from .store import mark_missing, store_batch, store_fields, store_new_batches, touch_batches
@@ -34,9 +35,11 @@ class SyncResult:
     seconds: float = 0.0
     full_walk: bool = False
     skipped: bool = False  # another worker holds the lease
+    cut_short: bool = False  # the cycle budget (or a soft time limit) ended it; the next cycle goes on
     error: str = ""
     warning: str = ""
     retry_after: float | None = None
+    unreadable: int = 0  # batches on the pages read that could not be stored
     problems: list = field(default_factory=list)
 
     def summary(self) -> str:
@@ -44,6 +47,10 @@ class SyncResult:
             return f"{self.connection}: skipped (another sync holds the lease)"
         text = (f"{self.connection}: seen {self.seen}, new {self.new}, changed {self.changed}, "
                 f"{self.requests} HTTP requests, {self.seconds:.2f}s" + (" (full walk)" if self.full_walk else ""))
+        if self.cut_short:
+            text += "; budget spent, continues next cycle"
+        if self.unreadable:
+            text += f"; {self.unreadable} unreadable"
         if self.warning:
             text += f"; warning: {self.warning}"
         if self.error:
@@ -51,26 +58,55 @@ class SyncResult:
         return text
 
 
-class _WalkAnomaly(Exception):
-    """The list walk saw something impossible (ids repeating, order broken, a cursor that does not move)."""
+class _LeaseLost(Exception):
+    """Our lease expired and another worker may hold the connection now: stop touching it."""
+
+
+@dataclass
+class _Cycle:
+    """What one cycle carries between its steps: the budget, the lease, the ids it has seen."""
+
+    connection: Connection
+    api: BatchApi
+    result: SyncResult
+    token: str
+    started: float
+    covered: set = field(default_factory=set)
+    walk_done: bool = False
+
+    def has_time(self) -> bool:
+        return time.monotonic() - self.started < settings.SYNC_CYCLE_BUDGET_SECONDS
+
+    def renew_lease(self, **fields) -> None:
+        """Push the lease forward (and save `fields` with it); a cycle that lost its lease stops."""
+        until = timezone.now() + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
+        if not Connection.objects.filter(pk=self.connection.pk, lease_token=self.token).update(
+                lease_until=until, **fields):
+            raise _LeaseLost
+        for name, value in fields.items():
+            setattr(self.connection, name, value)
 
 
 def sync_connection(*, connection_id: int, full: bool = False, now: datetime | None = None) -> SyncResult:
-    """One sync cycle for one connection.
+    """One sync cycle for one connection, never longer than SYNC_CYCLE_BUDGET_SECONDS (plus one request).
 
-    1. Take the connection's lease (a conditional UPDATE), so concurrent workers never walk the same
-       connection at once; a worker that cannot take it returns `skipped`.
-    2. Walk GET /batches?limit=SYNC_PAGE_SIZE from the newest, upserting every batch, and stop at the
-       first page that holds a batch stored before this cycle (everything older is known), or when
-       `has_more` is false. A full walk (first import, `full=True`, every SYNC_FULL_WALK_HOURS, or
-       after an anomaly) reads every page. Guards: ids repeating, `created_at` increasing along the
-       walk, or a cursor that does not advance stop the walk, set a warning and schedule a full walk.
-    3. Retrieve individually each stored non-terminal batch the walk did not cover.
-    4. Upsert through store_fields() (each payload parsed once): a snapshot only on a visible change,
-       transitions from the API's own timestamps (polls can skip states).
-    5. Record health (last attempt/success, error text, consecutive failures), schedule the next
-       cycle (adaptive cadence, or the server's Retry-After), and release the lease.
-    A failed cycle never changes a batch's status: what was stored stays, and the page shows it stale.
+    1. Take the connection's lease (a conditional UPDATE, SYNC_LEASE_SECONDS long, renewed after every
+       request), so concurrent workers never sync one connection at once; without it return `skipped`.
+    2. Read the head of the list: from the top, page by page, until a page holds a batch stored before
+       this cycle (everything older is known) or the list ends. An oldest-first server (detected on the
+       first page it sends) is read forward from its tail cursor instead. Every page is stored whatever
+       its order; ids repeating, order broken or a cursor that does not move mark the connection
+       degraded (a warning) and schedule a full walk.
+    3. Retrieve individually each stored active batch the pages did not cover, least recently synced first.
+    4. A full walk (first import, `full=True`, every SYNC_FULL_WALK_HOURS, or after an anomaly) goes on
+       from the cursor it saved after its last page; when it starts at the top it is the head read too.
+       A clean walk to the end clears the warning.
+    5. Store through store_fields() (each payload parsed once): a snapshot only on a visible change,
+       transitions from the API's own timestamps. A batch that cannot be read is counted and skipped.
+    6. Record health and schedule the next cycle (adaptive cadence, soon when work is left, or the
+       server's Retry-After), and release the lease.
+    Steps 2-4 stop when the budget is spent: progress is saved page by page, so a cut cycle, a killed
+    worker or a Celery soft time limit loses at most one page. A failed cycle never changes a batch.
     """
     started = time.monotonic()
     now = now or timezone.now()
@@ -82,22 +118,29 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
     if token is None:
         result.skipped = True
         return result
-    api = None
+    cycle = None
     try:
-        api = BatchApi.for_connection(connection)
-        result.full_walk = full or _full_walk_due(connection, now)
-        covered = _walk(api, connection, result, full=result.full_walk)
-        _refresh_uncovered(api, connection, covered, result)
-    except _WalkAnomaly as exc:
-        result.warning = str(exc)
-        log.warning("sync %s: %s; a full walk runs next cycle", connection.slug, exc)
+        with BatchApi.for_connection(connection) as api:
+            cycle = _Cycle(connection=connection, api=api, result=result, token=token, started=started)
+            try:
+                _run(cycle, full=full, now=now)
+            finally:
+                result.requests = api.requests_made
+    except SoftTimeLimitExceeded:
+        result.cut_short = True
+        log.warning("sync %s: soft time limit reached; the next cycle goes on", connection.slug)
+    except _LeaseLost:
+        result.error = "the lease expired during the cycle; another sync took over"
+        log.warning("sync %s: %s", connection.slug, result.error)
+        result.seconds = time.monotonic() - started
+        return result
     except ApiError as exc:
         result.error, result.retry_after = str(exc), exc.retry_after
         log.warning("sync %s failed: %s", connection.slug, exc)
         _record_failure(connection, token, exc, result)
     except DatabaseError:
         # The database itself is away. Give the lease back if it can be reached again already; if not,
-        # the lease expires by itself. Either way the task retries, and beat picks the connection up.
+        # the (short) lease expires by itself. Either way the task retries, and beat picks it up again.
         try:
             Connection.objects.filter(pk=connection.pk, lease_token=token).update(lease_until=None, lease_token="")
         except DatabaseError:
@@ -110,14 +153,27 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
             _record_failure(connection, token, TransientError(result.error), result)
         except Exception:
             log.exception("sync %s: could not record the failure; the lease expires by itself", connection.slug)
-    finally:
-        if api is not None:
-            result.requests = api.requests_made
-            api.close()
-        result.seconds = time.monotonic() - started
+    result.seconds = time.monotonic() - started
     if not result.error:
         _record_success(connection, token, result)
     return result
+
+
+def _run(cycle: _Cycle, *, full: bool, now: datetime) -> None:
+    connection = cycle.connection
+    walking = full or connection.full_walk_due or bool(connection.walk_cursor) or _full_walk_due(connection, now)
+    if connection.list_order == OLDEST_FIRST:
+        if connection.tail_cursor:
+            _read_list(cycle, kind="tail", after=connection.tail_cursor)
+    elif walking and not connection.walk_cursor:
+        _read_list(cycle, kind="walk", after=None)  # a walk from the top reads the head too
+    else:
+        _read_list(cycle, kind="head", after=None)
+    _refresh_uncovered(cycle)
+    if walking and not cycle.walk_done and cycle.has_time():
+        _read_list(cycle, kind="walk", after=connection.walk_cursor or None)
+    if walking and not cycle.walk_done:
+        cycle.result.cut_short = True
 
 
 def refresh_batch(*, connection: Connection, batch_id: str) -> tuple[Batch, str]:
@@ -130,18 +186,17 @@ def refresh_batch(*, connection: Connection, batch_id: str) -> tuple[Batch, str]
     return store_batch(connection, payload)
 
 
-def due_connection_ids(now: datetime | None = None) -> list[int]:
-    """Connections whose next sync time has come; each is pushed back by one lease so it is enqueued once."""
+def due_connection_ids(now: datetime | None = None, *, only: list[int] | None = None) -> list[int]:
+    """Connections whose next sync time has come (of `only`, when given); each is pushed back by one
+    lease so it is enqueued once per lease, not once per tick."""
     now = now or timezone.now()
-    due = list(
-        Connection.objects.filter(enabled=True)
-        .filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .values_list("pk", "next_sync_at")
-    )
+    due = Connection.objects.filter(enabled=True).filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
+    due = due.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    if only is not None:
+        due = due.filter(pk__in=only)
     claimed = []
     hold = now + timedelta(seconds=settings.SYNC_LEASE_SECONDS)
-    for pk, next_sync_at in due:
+    for pk, next_sync_at in list(due.values_list("pk", "next_sync_at")):
         # Conditional on the value we read, so two beat processes cannot both enqueue it.
         if Connection.objects.filter(pk=pk, next_sync_at=next_sync_at).update(next_sync_at=hold):
             claimed.append(pk)
@@ -177,90 +232,219 @@ def _full_walk_due(connection: Connection, now: datetime) -> bool:
     return now - connection.last_full_walk_at > timedelta(hours=settings.SYNC_FULL_WALK_HOURS)
 
 
-def _walk(api: BatchApi, connection: Connection, result: SyncResult, *, full: bool) -> set[str]:
-    """Step 2: page through the list from the newest. Returns the ids it saw.
+def _read_list(cycle: _Cycle, *, kind: str, after: str | None) -> None:
+    """Read list pages from `after` and store what they hold, until the list ends, the budget is spent,
+    an anomaly makes the cursor untrustworthy, or (kind "head") a page reaches batches stored before.
 
-    A full walk that fails half-way (a rate limit on page 60 of 101, say) leaves its cursor on the
-    connection, and the next full walk resumes from there: under steady 429s it still finishes."""
-    seen: set[str] = set()
-    after = resumed_from = connection.walk_cursor if full and connection.walk_cursor else None
-    last_created = None
+    kind "walk" saves its cursor after every page and completes the full walk at the end of the list;
+    kind "tail" (oldest-first servers) saves the tail cursor after every page."""
+    connection, result = cycle.connection, cycle.result
+    if kind == "walk":
+        result.full_walk = True
+        if not after:  # a walk starts: forget what the previous one found
+            cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
+    resumed_from, seen, last_created = after, set(), None
     while True:
+        if not cycle.has_time():
+            return
         try:
-            page = api.list_batches(after=after, limit=settings.SYNC_PAGE_SIZE)
+            page = cycle.api.list_batches(after=after, limit=settings.SYNC_PAGE_SIZE)
         except PermanentError:
-            if resumed_from and after == resumed_from:  # the API refuses the saved cursor: from the top
-                _save_cursor(connection, "")
+            if after and after == resumed_from:  # the API refuses our saved cursor: start over from the top
+                log.warning("sync %s: the API refused the saved %s cursor; reading from the top", connection.slug,
+                            kind)
+                if kind == "tail":
+                    cycle.renew_lease(tail_cursor="", full_walk_due=True)
+                    return
+                cycle.renew_lease(walk_cursor="")
                 after = resumed_from = None
                 continue
             raise
-        except ApiError:
-            if full and after:
-                _save_cursor(connection, after)
-            raise
         data = page["data"]
-        ids = [item.get("id") for item in data if isinstance(item, dict)]
-        if seen.intersection(ids) or len(set(ids)) != len(ids):
-            raise _WalkAnomaly("the batch list repeated ids across pages")
-        observed_at = timezone.now()
-        known = {b.batch_id: b for b in Batch.objects.filter(
-            connection=connection, batch_id__in=[i for i in ids if isinstance(i, str)])}
-        reached_known, unchanged, fresh = False, [], []
-        for payload in data:
-            created = to_datetime(payload.get("created_at")) if isinstance(payload, dict) else None
-            if created is not None and last_created is not None and created > last_created:
-                raise _WalkAnomaly("the batch list is not ordered newest first")
-            last_created = created or last_created
-            try:
-                fields = batch_fields(payload)
-            except MalformedPayload as exc:
-                result.problems.append(str(exc))
-                log.warning("sync %s: skipped a malformed batch: %s", connection.slug, exc)
-                continue
-            seen.add(fields["batch_id"])
-            result.seen += 1
-            if fields["batch_id"] not in known:
-                fresh.append(fields)
-                continue
-            reached_known = True
-            _, outcome = store_fields(connection, fields, observed_at=observed_at, known=known)
-            if outcome == "changed":
-                result.changed += 1
-            elif outcome == "unchanged":
-                unchanged.append(known[fields["batch_id"]].pk)
-        if fresh and store_new_batches(connection, fresh, observed_at=observed_at) is not None:
-            result.new += len(fresh)
+        ids = [item.get("id") if isinstance(item, dict) else None for item in data]
+        if not connection.list_order:
+            _detect_order(cycle, data)
+            if kind == "head" and connection.list_order == OLDEST_FIRST:
+                kind = "walk"  # the top of an oldest-first list is its oldest end: this read is the import
+                result.full_walk = True
+                cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
+        last_created = _check_order(cycle, data, last_created)
+        repeated = seen.intersection(i for i in ids if i) or len({i for i in ids if i}) != len([i for i in ids if i])
+        reached_known = _store_page(cycle, data)
+        seen.update(i for i in ids if i)
+        cursor = next((i for i in reversed(ids) if isinstance(i, str) and i), None)
+        end = not page.get("has_more") or not data
+        if kind == "walk" and cursor:
+            cycle.renew_lease(walk_cursor=cursor)
+        elif kind == "tail" and cursor:
+            cycle.renew_lease(tail_cursor=cursor)
         else:
-            for fields in fresh:  # a concurrent sync stored some of them: one at a time, safely
-                _, outcome = store_fields(connection, fields, observed_at=observed_at)
-                result.new += outcome == "new"
-                result.changed += outcome == "changed"
-                reached_known = reached_known or outcome != "new"
-        touch_batches(unchanged, observed_at=observed_at)
-        if not page.get("has_more") or not data or (reached_known and not full):
-            return seen
-        next_after = ids[-1] if ids else None
-        if not next_after or next_after == after:
-            raise _WalkAnomaly("the list cursor did not advance")
-        after = next_after
+            cycle.renew_lease()
+        if repeated:
+            _anomaly(cycle, "the batch list repeated ids across pages", kind=kind)
+            return
+        if end:
+            if kind == "walk" or (kind == "head" and after is None):
+                _complete_walk(cycle, tail=cursor or after)  # the whole list, from the top to its end
+            return
+        if kind == "head" and reached_known:
+            return
+        if not cursor or cursor == after:
+            _anomaly(cycle, "the list cursor did not advance", kind=kind)
+            return
+        after = cursor
 
 
-def _save_cursor(connection: Connection, cursor: str) -> None:
-    Connection.objects.filter(pk=connection.pk).update(walk_cursor=cursor)
+def _detect_order(cycle: _Cycle, data: list) -> None:
+    """Which way the server lists batches, from the first page that shows it; decided once."""
+    rising, falling = _order_steps(data)
+    if rising != falling:
+        order = OLDEST_FIRST if rising > falling else NEWEST_FIRST
+        cycle.renew_lease(list_order=order)
+        if order == OLDEST_FIRST:
+            log.info("sync %s: the server lists oldest first; reading it forward from a tail cursor",
+                     cycle.connection.slug)
 
 
-def _refresh_uncovered(api: BatchApi, connection: Connection, covered: set[str], result: SyncResult) -> None:
-    """Step 3: every stored batch that is still moving but was not on the pages we read."""
+def _order_steps(data: list, previous=None) -> tuple[int, int]:
+    created = [previous] if previous else []
+    created += [to_datetime(item.get("created_at")) for item in data if isinstance(item, dict)]
+    created = [c for c in created if c is not None]
+    rising = sum(1 for a, b in zip(created, created[1:]) if b > a)
+    falling = sum(1 for a, b in zip(created, created[1:]) if b < a)
+    return rising, falling
+
+
+def _check_order(cycle: _Cycle, data: list, previous):
+    """Note (never stop at) a page that breaks the server's order; returns the last created_at seen."""
+    rising, falling = _order_steps(data, previous)
+    order = cycle.connection.list_order or NEWEST_FIRST
+    if (rising if order == NEWEST_FIRST else falling):
+        words = "newest first" if order == NEWEST_FIRST else "oldest first"
+        _anomaly(cycle, f"the batch list is not ordered {words}", kind=None)
+    stamps = [to_datetime(item.get("created_at")) for item in data if isinstance(item, dict)]
+    return next((c for c in reversed(stamps) if c is not None), previous)
+
+
+def _anomaly(cycle: _Cycle, text: str, *, kind: str | None) -> None:
+    """The list looked inconsistent: say so (degraded until a clean walk), and schedule a full walk the
+    first time. A walk whose cursor cannot be trusted is given up until its next scheduled time."""
+    result, connection = cycle.result, cycle.connection
+    if text not in result.warning:
+        result.warning = f"{result.warning}; {text}" if result.warning else text
+    log.warning("sync %s: %s", connection.slug, text)
+    fields = {"walk_anomaly": True}
+    if not connection.warning:
+        fields["full_walk_due"] = True
+    if kind == "walk":  # cursor untrustworthy: this walk cannot go on
+        fields.update(walk_cursor="", last_full_walk_at=timezone.now())
+        fields.setdefault("full_walk_due", False)
+        cycle.walk_done = True
+    cycle.renew_lease(**fields)
+
+
+def _complete_walk(cycle: _Cycle, *, tail: str | None) -> None:
+    connection = cycle.connection
+    fields = {"walk_cursor": "", "full_walk_due": False, "last_full_walk_at": timezone.now(),
+              "unreadable_batches": connection.walk_unreadable + cycle.result.unreadable}
+    if not connection.walk_anomaly and not cycle.result.warning:
+        fields["warning"] = ""
+    if connection.list_order == OLDEST_FIRST and tail:
+        fields["tail_cursor"] = tail
+    cycle.renew_lease(**fields)
+    cycle.walk_done = True
+
+
+def _store_page(cycle: _Cycle, data: list) -> bool:
+    """Store one list page (new batches in one transaction). Returns whether it held a batch stored
+    before this cycle. A batch that cannot be parsed or stored is counted, logged and skipped."""
+    connection, result = cycle.connection, cycle.result
+    observed_at = timezone.now()
+    parsed = []
+    for payload in data:
+        fields = _parse(cycle, payload)
+        if fields is not None and fields["batch_id"] not in cycle.covered:
+            parsed.append(fields)
+    known = {b.batch_id: b for b in Batch.objects.filter(
+        connection=connection, batch_id__in=[f["batch_id"] for f in parsed])}
+    reached_known, unchanged, fresh = False, [], []
+    for fields in parsed:
+        cycle.covered.add(fields["batch_id"])
+        result.seen += 1
+        if fields["batch_id"] not in known:
+            fresh.append(fields)
+            continue
+        reached_known = True
+        outcome = _store_one(cycle, fields, observed_at=observed_at, known=known)
+        if outcome == "unchanged":
+            unchanged.append(known[fields["batch_id"]].pk)
+    if fresh and _store_new(connection, fresh, observed_at) is not None:
+        result.new += len(fresh)
+    else:
+        for fields in fresh:  # a concurrent sync stored some of them (or one is bad): one at a time
+            outcome = _store_one(cycle, fields, observed_at=observed_at)
+            reached_known = reached_known or outcome not in ("new", None)
+    touch_batches(unchanged, observed_at=observed_at)
+    return reached_known
+
+
+def _parse(cycle: _Cycle, payload) -> dict | None:
+    try:
+        return batch_fields(payload)
+    except Exception as exc:  # any problem of one payload is that batch's problem, never the connection's
+        _unreadable(cycle, payload, exc)
+        return None
+
+
+def _store_one(cycle: _Cycle, fields: dict, **kwargs) -> str | None:
+    try:
+        _, outcome = store_fields(cycle.connection, fields, **kwargs)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: not this batch's fault
+    except Exception as exc:
+        _unreadable(cycle, fields.get("raw"), exc)
+        return None
+    cycle.result.new += outcome == "new"
+    cycle.result.changed += outcome == "changed"
+    return outcome
+
+
+def _store_new(connection: Connection, fresh: list, observed_at: datetime):
+    try:
+        return store_new_batches(connection, fresh, observed_at=observed_at)
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:  # one row the database refuses: the caller stores them one by one
+        return None
+
+
+def _unreadable(cycle: _Cycle, payload, exc: Exception) -> None:
+    batch_id = payload.get("id") if isinstance(payload, dict) else None
+    label = batch_id if isinstance(batch_id, str) else "a batch without a usable id"
+    text = f"{label[:100]}: could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+    cycle.result.unreadable += 1
+    cycle.result.problems.append(text)
+    log.warning("sync %s: skipped %s", cycle.connection.slug, redact(text))
+
+
+def _refresh_uncovered(cycle: _Cycle) -> None:
+    """Step 3: every stored batch that is still moving but was not on the pages read, oldest news first."""
+    connection, result = cycle.connection, cycle.result
     give_up = timezone.now() - timedelta(hours=settings.SYNC_MISSING_GIVE_UP_HOURS)
     pending = (
         Batch.objects.filter(connection=connection, status__in=ACTIVE_STATUSES)
         .filter(Q(missing_since__isnull=True) | Q(missing_since__gt=give_up))
-        .exclude(batch_id__in=covered)
+        .order_by("last_synced_at")
         .values_list("batch_id", flat=True)
     )
     for batch_id in list(pending):
+        if batch_id in cycle.covered:
+            continue
+        if not cycle.has_time():
+            result.cut_short = True
+            return
         try:
-            payload = api.retrieve_batch(batch_id)
+            payload = cycle.api.retrieve_batch(batch_id)
         except PermanentError as exc:
             # One batch the API no longer knows: keep what we have, say so, go on with the others.
             if exc.status == 404:
@@ -268,30 +452,37 @@ def _refresh_uncovered(api: BatchApi, connection: Connection, covered: set[str],
             result.problems.append(f"{batch_id}: {exc}")
             log.warning("sync %s: could not refresh %s: %s", connection.slug, batch_id, exc)
             continue
-        try:
-            _, outcome = store_batch(connection, payload)
-        except MalformedPayload as exc:
-            result.problems.append(f"{batch_id}: {exc}")
-            continue
-        result.seen += 1
-        result.changed += outcome == "changed"
+        finally:
+            cycle.renew_lease()
+        fields = _parse(cycle, payload)
+        if fields is not None:
+            cycle.covered.add(batch_id)
+            result.seen += 1
+            _store_one(cycle, fields)
 
 
 def _record_success(connection: Connection, token: str, result: SyncResult) -> None:
     now = timezone.now()
+    connection.refresh_from_db(fields=["walk_cursor", "full_walk_due", "walk_unreadable", "unreadable_batches",
+                                       "warning", "tail_cursor"])
+    interval = next_interval(connection)
+    if result.cut_short:  # more to read: go on soon, whatever the cadence
+        interval = min(interval, settings.SYNC_TRANSITION_INTERVAL)
     fields = {
         "last_success_at": now,
         "last_error": "",
         "consecutive_failures": 0,
-        "warning": result.warning,
-        "next_sync_at": now + timedelta(seconds=next_interval(connection)),
+        "sync_interval": interval,
+        "next_sync_at": now + timedelta(seconds=interval),
         "lease_until": None,
         "lease_token": "",
     }
-    if result.warning:
-        fields["full_walk_due"] = True
-    elif result.full_walk:
-        fields.update(full_walk_due=False, last_full_walk_at=now, walk_cursor="")
+    if result.warning and result.warning not in connection.warning:
+        fields["warning"] = result.warning[:2000]
+    if result.unreadable:
+        if connection.walk_cursor or connection.full_walk_due:  # a walk is on: it sums its cycles
+            fields["walk_unreadable"] = connection.walk_unreadable + result.unreadable
+        fields["unreadable_batches"] = max(connection.unreadable_batches, result.unreadable)
     Connection.objects.filter(pk=connection.pk, lease_token=token).update(**fields)
 
 

@@ -6,7 +6,7 @@ from django.db import DatabaseError
 
 from . import retention, sync
 
-_LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_TIME_LIMIT - 10}
+_LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_SOFT_TIME_LIMIT}
 # The database unreachable for a moment: try again shortly instead of dropping the work.
 _DB_RETRY = {"autoretry_for": (DatabaseError,), "retry_backoff": 2, "retry_backoff_max": 60, "max_retries": 8}
 

@@ -81,7 +81,7 @@ def _get_batch_for_user(request, slug: str, batch_id: str) -> tuple[Batch, dict]
 
 def _health_token(connections) -> list:
     now = timezone.now()
-    return [(c.slug, c.health(now), c.last_error, c.warning) for c in connections]
+    return [(c.slug, c.health(now), c.last_error, c.warning, c.unreadable_batches) for c in connections]
 
 
 def _token(*parts) -> str:

@@ -54,6 +54,7 @@ def test_a_worker_killed_mid_cycle_is_recovered_by_the_next(slow_simulator, slow
 
     app.control.purge()
     monkeypatch.setenv("SYNC_LEASE_SECONDS", "3")
+    monkeypatch.setenv("API_CALL_DEADLINE", "2")  # always shorter than the lease
     worker = start_worker()
     try:
         task.delay(slow_connection.pk)

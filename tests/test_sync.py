@@ -363,18 +363,21 @@ def test_an_interrupted_full_walk_resumes_where_it_stopped(connection, simulator
     simulator.reset_stats()
     result = _sync(connection)
     assert result.full_walk and not result.error
-    assert simulator.stats()["by_endpoint"]["GET /v1/batches"] == 2  # pages 2 and 3, not the first again
+    # the head page (new batches are read every cycle), then pages 2 and 3: the walk does not start over
+    assert simulator.stats()["by_endpoint"]["GET /v1/batches"] == 3
     connection.refresh_from_db()
     assert connection.walk_cursor == "" and not connection.full_walk_due
     assert mismatches(connection, simulator.truth()) == []
 
 
 def test_a_refused_cursor_restarts_the_full_walk_from_the_top(connection, simulator):
-    simulator.simulator.populate(historical=30)
-    Connection.objects.filter(pk=connection.pk).update(walk_cursor="batch_that_is_gone")
-    connection.refresh_from_db()
+    simulator.simulator.populate(historical=250)
+    assert not _sync(connection).error
+    Connection.objects.filter(pk=connection.pk).update(walk_cursor="batch_that_is_gone", full_walk_due=True)
+    simulator.reset_stats()
     result = _sync(connection)
-    assert not result.error and result.requests == 2  # the refused cursor, then the list from the top
+    # the head page, the refused cursor, then the walk again from the top (3 pages)
+    assert not result.error and result.requests == 5 and simulator.stats()["by_status"].get("400") == 1
     connection.refresh_from_db()
-    assert connection.walk_cursor == ""
+    assert connection.walk_cursor == "" and not connection.full_walk_due
     assert mismatches(connection, simulator.truth()) == []

@@ -29,6 +29,5 @@ class Command(BaseCommand):
             self.stdout.write(sync_connection(connection_id=pk, full=full).summary())
         while loop:
             time.sleep(settings.CELERY_BEAT_SCHEDULE["sync-due-connections"]["schedule"])
-            for pk in due_connection_ids():
-                if pk in ids:
-                    self.stdout.write(sync_connection(connection_id=pk).summary())
+            for pk in due_connection_ids(only=ids):  # claims only these: other schedules stay as they are
+                self.stdout.write(sync_connection(connection_id=pk).summary())
