@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches', '0006_walk_cursor'),
+        ('batches', '0007_cache_table'),
     ]
 
     operations = [
