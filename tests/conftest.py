@@ -74,6 +74,21 @@ def synced_batch(connection, simulator):
     return Batch.objects.get(batch_id=payload["id"])
 
 
+@pytest.fixture
+def lost_key(settings):
+    """BATCHBOARD_ENCRYPTION_KEYS replaced by a key that never encrypted anything: stored API keys are unreadable.
+    Returns the message Connection.api_key raises with."""
+    from cryptography.fernet import Fernet
+
+    from batches.models import KeyUnreadable, decrypt_secret, encrypt_secret
+
+    stored = encrypt_secret("sk-encrypted-with-the-old-key")
+    settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(KeyUnreadable) as unreadable:
+        decrypt_secret(stored)
+    return str(unreadable.value)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_row_cache():
     """Rendered rows are cached per process; each test starts without them."""
