@@ -53,7 +53,7 @@ def login(roles, client):
     def _login(role: str):
         if role == "anonymous":
             return None
-        user = User.objects.create_user(role, password=PASSWORD, is_staff=role == "admin")
+        user = User.objects.create_user(role, password=PASSWORD)  # the group is the role; no is_staff
         group = {"viewer": "Viewer", "operator": "Operator", "admin": "Admin"}.get(role)
         if group:
             user.groups.add(Group.objects.get(name=group))
