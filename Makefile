@@ -31,7 +31,6 @@ var/encryption.key: | var $(VENV)/.runtime
 
 setup: $(VENV)/.runtime var/encryption.key
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --no-input
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py createcachetable
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py bootstrap --simulator-url http://127.0.0.1:$(SIM_PORT)/v1
 
 run: setup

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from .client import ApiError, BatchApi
-from .models import AuditEvent, Batch
+from .models import AuditEvent, Batch, Connection, KeyUnreadable
 from .payload import MalformedPayload
 from .store import store_batch
 from .sync import refresh_batch
@@ -31,6 +31,16 @@ def audit(*, user, action: str, batch: Batch, outcome: Outcome, detail: str = ""
     )
 
 
+def key_problem(connection: Connection) -> str:
+    """What to tell the user when the stored API key cannot be decrypted (it was encrypted with a key no
+    longer in BATCHBOARD_ENCRYPTION_KEYS), or "" when it can. Checked before any call is attempted."""
+    try:
+        connection.api_key
+    except KeyUnreadable as exc:
+        return f"{exc}, on the connection's page in the admin ({connection.name})."
+    return ""
+
+
 def cancel(*, batch: Batch, user) -> Outcome:
     """Ask the API to cancel, store what it answers, audit. A batch already cancelling is not re-sent."""
     batch.refresh_from_db()
@@ -38,6 +48,8 @@ def cancel(*, batch: Batch, user) -> Outcome:
         outcome = Outcome(True, "Already cancelling; nothing sent again.")
     elif not batch.is_cancellable:
         outcome = Outcome(False, f"A {batch.status} batch cannot be cancelled.")
+    elif problem := key_problem(batch.connection):
+        outcome = Outcome(False, problem)
     else:
         api = BatchApi.for_connection(batch.connection)
         try:
@@ -56,10 +68,13 @@ def cancel(*, batch: Batch, user) -> Outcome:
 
 
 def refresh(*, batch: Batch, user) -> Outcome:
-    try:
-        _, what = refresh_batch(connection=batch.connection, batch_id=batch.batch_id)
-        outcome = Outcome(True, "Refreshed: no change." if what == "unchanged" else "Refreshed: updated.")
-    except (ApiError, MalformedPayload) as exc:
-        outcome = Outcome(False, f"Refresh failed: {exc}", getattr(exc, "request_id", ""))
+    if problem := key_problem(batch.connection):
+        outcome = Outcome(False, problem)
+    else:
+        try:
+            _, what = refresh_batch(connection=batch.connection, batch_id=batch.batch_id)
+            outcome = Outcome(True, "Refreshed: no change." if what == "unchanged" else "Refreshed: updated.")
+        except (ApiError, MalformedPayload) as exc:
+            outcome = Outcome(False, f"Refresh failed: {exc}", getattr(exc, "request_id", ""))
     audit(user=user, action="refresh", batch=batch, outcome=outcome)
     return outcome

@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.conf import settings
 
-from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection
+from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
 
 
 class ConnectionForm(forms.ModelForm):
@@ -20,6 +20,14 @@ class ConnectionForm(forms.ModelForm):
     class Meta:
         model = Connection
         fields = ["name", "slug", "base_url", "api_key", "organization", "project", "enabled", "poll_interval"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.api_key_encrypted:
+            try:
+                self.instance.api_key
+            except KeyUnreadable as exc:  # encrypted with a key no longer in BATCHBOARD_ENCRYPTION_KEYS
+                self.fields["api_key"].help_text = f"{exc}. Until then no sync, cancel or download works."
 
     def clean_api_key(self):
         key = self.cleaned_data["api_key"]

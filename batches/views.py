@@ -299,6 +299,10 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
         reason = ("This batch has no output file: none of its requests succeeded." if kind == "output"
                   and batch.is_terminal else f"This batch has no {kind} file (yet).")
         return _file_problem(request, batch, kind, reason, 404)
+    if problem := actions.key_problem(batch.connection):
+        actions.audit(user=request.user, action="download", batch=batch, detail=kind,
+                      outcome=actions.Outcome(False, problem))
+        return _file_problem(request, batch, kind, problem, 503)
     api = BatchApi.for_connection(batch.connection)
     try:
         upstream = api.file_content(file_id)

@@ -53,7 +53,7 @@ def login(roles, client):
     def _login(role: str):
         if role == "anonymous":
             return None
-        user = User.objects.create_user(role, password=PASSWORD, is_staff=role == "admin")
+        user = User.objects.create_user(role, password=PASSWORD)  # the group is the role; no is_staff
         group = {"viewer": "Viewer", "operator": "Operator", "admin": "Admin"}.get(role)
         if group:
             user.groups.add(Group.objects.get(name=group))
@@ -72,6 +72,21 @@ def synced_batch(connection, simulator):
     payload = simulator.inject_batch("in_progress", lines=400, fail_share=0.1)
     sync_connection(connection_id=connection.pk)
     return Batch.objects.get(batch_id=payload["id"])
+
+
+@pytest.fixture
+def lost_key(settings):
+    """BATCHBOARD_ENCRYPTION_KEYS replaced by a key that never encrypted anything: stored API keys are unreadable.
+    Returns the message Connection.api_key raises with."""
+    from cryptography.fernet import Fernet
+
+    from batches.models import KeyUnreadable, decrypt_secret, encrypt_secret
+
+    stored = encrypt_secret("sk-encrypted-with-the-old-key")
+    settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(KeyUnreadable) as unreadable:
+        decrypt_secret(stored)
+    return str(unreadable.value)
 
 
 @pytest.fixture(autouse=True)

@@ -88,3 +88,34 @@ def test_an_expired_file_gives_a_clear_message(client, operator, synced_batch, s
 
 def test_an_unknown_file_kind_is_404(client, operator, synced_batch):
     assert client.get(_url(synced_batch, "files/secrets/")).status_code == 404
+
+
+@pytest.mark.parametrize("headers", [HX, {}], ids=["htmx", "plain"])
+def test_cancel_with_an_unreadable_key_says_to_enter_it_again(client, operator, synced_batch, simulator,
+                                                              lost_key, headers):
+    response = client.post(_url(synced_batch, "cancel/"), follow=True, **headers)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert lost_key in page and "the connection&#x27;s page in the admin" in page
+    assert "POST /v1/batches/{id}/cancel" not in simulator.stats()["by_endpoint"]
+    event = AuditEvent.objects.get()
+    assert (event.action, event.ok) == ("cancel", False) and lost_key in event.result
+
+
+@pytest.mark.parametrize("headers", [HX, {}], ids=["htmx", "plain"])
+def test_refresh_with_an_unreadable_key_says_to_enter_it_again(client, operator, synced_batch, lost_key, headers):
+    response = client.post(_url(synced_batch, "refresh/"), follow=True, **headers)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert lost_key in page and "the connection&#x27;s page in the admin" in page
+    event = AuditEvent.objects.get()
+    assert (event.action, event.ok) == ("refresh", False) and lost_key in event.result
+
+
+def test_download_with_an_unreadable_key_says_to_enter_it_again(client, operator, synced_batch, lost_key):
+    response = client.get(_url(synced_batch, "files/input/"))
+    page = response.content.decode()
+    assert response.status_code == 503
+    assert lost_key in page and "the connection&#x27;s page in the admin" in page
+    event = AuditEvent.objects.get()
+    assert (event.action, event.detail, event.ok) == ("download", "input", False) and lost_key in event.result

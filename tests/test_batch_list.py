@@ -155,3 +155,16 @@ def test_the_query_count_does_not_grow_with_the_page_size(client, viewer, connec
             client.get("/?status=validating&q=batch")
         with django_assert_max_num_queries(8):
             client.get("/")
+
+
+def test_an_unreadable_api_key_is_the_warning_with_a_link_for_admins(client, login, connection, lost_key):
+    from batches.sync import sync_connection
+
+    sync_connection(connection_id=connection.pk)
+    edit = f'href="/admin/batches/connection/{connection.pk}/change/"'
+    login("viewer")
+    page = client.get("/").content.decode()
+    assert "the last 1 sync failed" in page and lost_key in page and edit not in page
+    client.logout()
+    login("admin")
+    assert edit in client.get("/").content.decode()
