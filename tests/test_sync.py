@@ -161,9 +161,13 @@ class _BrokenList(BaseHTTPRequestHandler):
             data = [{**base, "id": "batch_a", "created_at": 200}, {**base, "id": "batch_b", "created_at": 100}]
             if "after=" in self.path:
                 data = [{**base, "id": "batch_c", "created_at": 50}, {**base, "id": "batch_b", "created_at": 100}]
-        else:
-            data = [{**base, "id": "batch_a", "created_at": 100}, {**base, "id": "batch_b", "created_at": 200}]
-        body = json.dumps({"object": "list", "data": data, "has_more": True, "last_id": "batch_b"}).encode()
+        else:  # neither newest nor oldest first
+            data = [{**base, "id": "batch_a", "created_at": 100}, {**base, "id": "batch_b", "created_at": 300},
+                    {**base, "id": "batch_c", "created_at": 200}]
+            if "after=" in self.path:
+                data = [{**base, "id": "batch_d", "created_at": 50}]
+        more = self.mode == "stuck" or "after=" not in self.path
+        body = json.dumps({"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -186,8 +190,10 @@ def test_a_misbehaving_list_cannot_trap_the_walk(db, mode, warning):
         server.server_close()
     assert warning in result.warning and not result.error
     assert result.requests <= 2
+    assert Batch.objects.count() == (3 if mode == "stuck" else 4)  # whatever the order, each page is stored
     conn.refresh_from_db()
-    assert conn.full_walk_due and warning in conn.warning
+    # a walk cut by an untrustworthy cursor is tried once more; one that reached the end is complete
+    assert conn.full_walk_due == (mode == "stuck") and warning in conn.warning and conn.health() == "degraded"
 
 
 def test_a_full_walk_runs_again_after_the_configured_hours(connection, simulator, settings):
