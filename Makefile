@@ -45,6 +45,7 @@ bench-smoke: $(VENV)/.dev | var
 	$(BIN)/python bench/sync.py --batches 150 --active 5 --polls 20
 	$(BIN)/python bench/pages.py --batches 300 --snapshots 3000 --detail-snapshots 500 --requests 26
 	$(BIN)/python bench/download.py --megabytes 5
+	$(BIN)/python bench/import_budget.py --batches 600 --latency-ms 20 --budget 0.3
 
 clean:
 	rm -rf $(VENV) var

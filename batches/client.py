@@ -13,6 +13,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 import requests
+import urllib3
 from django.conf import settings
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
@@ -194,7 +195,7 @@ def read_chunks(response: requests.Response, deadline: float, chunk_size: int = 
             sock.settimeout(min(settings.API_READ_TIMEOUT, remaining))
         try:
             chunk = raw.read1(chunk_size, decode_content=True)
-        except Exception as exc:  # urllib3/socket errors mid-body
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # socket/urllib3 errors mid-body
             if time.monotonic() >= deadline:
                 raise too_slow from None
             raise TransientError(f"the connection broke mid-answer: {type(exc).__name__}",

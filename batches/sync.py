@@ -391,6 +391,8 @@ def _store_page(cycle: _Cycle, data: list) -> bool:
 def _parse(cycle: _Cycle, payload) -> dict | None:
     try:
         return batch_fields(payload)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:  # any problem of one payload is that batch's problem, never the connection's
         _unreadable(cycle, payload, exc)
         return None
@@ -399,8 +401,8 @@ def _parse(cycle: _Cycle, payload) -> dict | None:
 def _store_one(cycle: _Cycle, fields: dict, **kwargs) -> str | None:
     try:
         _, outcome = store_fields(cycle.connection, fields, **kwargs)
-    except (OperationalError, InterfaceError):
-        raise  # the database is away: not this batch's fault
+    except (OperationalError, InterfaceError, SoftTimeLimitExceeded):
+        raise  # the database is away, or the task's time is up: not this batch's fault
     except Exception as exc:
         _unreadable(cycle, fields.get("raw"), exc)
         return None

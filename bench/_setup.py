@@ -52,7 +52,6 @@ def setup_django(database_url: str | None, label: str):
 
     django.setup()
     call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
     return cleanup
 
 

@@ -114,6 +114,33 @@ def test_a_celery_soft_time_limit_ends_the_cycle_cleanly_and_the_import_goes_on(
     assert Batch.objects.count() == 3000
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_under_a_real_worker_a_soft_time_limit_never_marks_the_connection_failing(big_simulator):
+    from batches.tasks import sync_connection as task
+    from dashboard.celery import app
+    from tests.test_worker import start_worker, stop_worker, wait_for
+
+    conn = _connection(big_simulator.url, key=SIM_KEY)
+    app.control.purge()
+    worker = start_worker("--pool", "prefork", "--concurrency", "1")  # the solo pool has no time limits
+    failures, runs = [], 0
+    try:
+        while Batch.objects.count() < 3000 and runs < 10:
+            runs += 1
+            Connection.objects.filter(pk=conn.pk).update(last_attempt_at=None)
+            # the limits travel with the message: a 1 s soft limit, well inside the 60 s budget
+            task.apply_async((conn.pk,), soft_time_limit=1, time_limit=30)
+            assert wait_for(lambda: Connection.objects.filter(
+                pk=conn.pk, last_attempt_at__isnull=False, lease_until__isnull=True).exists(), 30)
+            failures.append(Connection.objects.get().consecutive_failures)
+    finally:
+        output = stop_worker(worker)
+    assert Batch.objects.count() == 3000 and runs > 1, output[-3000:]
+    assert "soft time limit reached" in output, output[-3000:]
+    assert set(failures) == {0} and Connection.objects.get().last_error == ""
+
+
 # ----- walk anomalies --------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_list_with_one_batch_out_of_order_is_still_imported_and_shown_degraded():
