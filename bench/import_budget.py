@@ -44,6 +44,9 @@ def run(args) -> None:
         request_s = cycle_max = 0.0
         healths = set()
         for cycle in range(1, 10_000):
+            if cycle % 3 == 2:  # a script submits a batch now and then during the import
+                server.inject_batch("validating", lines=10)
+                arrived += 1
             server.reset_stats()
             result = sync.sync_connection(connection_id=conn.pk)
             assert not result.error, result.error
@@ -53,9 +56,6 @@ def run(args) -> None:
             conn.refresh_from_db()
             healths.add(conn.health())
             Connection.objects.filter(pk=conn.pk).update(next_sync_at=None)
-            if cycle % 3 == 1:  # a script submits a batch now and then during the import
-                server.inject_batch("validating", lines=10)
-                arrived += 1
             if not result.cut_short and conn.last_full_walk_at:
                 break
         stored = Batch.objects.filter(connection=conn).count()
