@@ -128,6 +128,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "accounts",
     "batches",
 ]
 
@@ -166,7 +167,7 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'batchbo
 DATABASES = {"default": parse_database_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Shared by every web process (login throttling, error-file summaries): the database by default.
+# Shared by every web process (error-file summaries): the database by default.
 CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
@@ -245,6 +246,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "batches.tasks.thin_snapshots",
         "schedule": 3600.0,
     },
+    "forget-ended-login-windows": {
+        "task": "accounts.tasks.forget_ended_login_windows",
+        "schedule": 3600.0,
+    },
 }
 
 # Talking to the Batch API (batches/client.py). Seconds unless named otherwise.
@@ -306,8 +311,14 @@ if os.environ.get("MODEL_PRICES_JSON"):
     if not isinstance(MODEL_PRICES, dict):
         raise ImproperlyConfigured("MODEL_PRICES_JSON must be a JSON object of model -> prices")
 
-LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+# Log-in throttling (accounts/throttle.py), counted in the database before each password check.
+LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)  # per username at one address
 LOGIN_FAILURE_WINDOW = env_number("LOGIN_FAILURE_WINDOW", 900, minimum=1)
+LOGIN_IP_FAILURE_LIMIT = env_number("LOGIN_IP_FAILURE_LIMIT", 30, minimum=1)  # per address, any username
+LOGIN_USERNAME_FAILURE_LIMIT = env_number("LOGIN_USERNAME_FAILURE_LIMIT", 10, minimum=1)  # then delays grow
+LOGIN_MAX_DELAY = env_number("LOGIN_MAX_DELAY", 300, minimum=1)
+# How many proxies in front of the app append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env_number("TRUSTED_PROXY_COUNT", 0, maximum=10)
 
 LOGGING = {
     "version": 1,
