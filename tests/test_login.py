@@ -89,3 +89,17 @@ def test_an_attacker_at_one_address_cannot_lock_the_user_out(client, db, setting
     for _ in range(20):
         _attempt(client, "wrong", ip="203.0.113.9")
     assert _attempt(client, PASSWORD, ip="10.0.0.2").status_code == 302
+
+
+
+def test_ended_windows_are_forgotten_and_current_ones_kept(client, db, settings):
+    from accounts.models import LoginThrottle
+    from accounts.throttle import forget_ended_windows
+
+    settings.LOGIN_FAILURE_WINDOW = 1
+    _attempt(client, "wrong", ip="10.0.0.1")  # counts for the address, the username, the username there
+    time.sleep(1.05)
+    _attempt(client, "wrong", ip="10.0.0.2")  # the username's window starts over
+    assert forget_ended_windows() == 2
+    assert sorted(LoginThrottle.objects.values_list("username", "ip")) == [
+        ("", "10.0.0.2"), ("ana", ""), ("ana", "10.0.0.2")]
