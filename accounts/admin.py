@@ -1,5 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth.models import User
 
+from . import sessions
 from .forms import AdminLoginForm
 from .models import LoginThrottle
 
@@ -20,3 +23,16 @@ class LoginThrottleAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(auth_admin.UserAdmin):
+    actions = ["logout_everywhere"]
+
+    @admin.action(description="Log out everywhere (end every session)", permissions=["change"])
+    def logout_everywhere(self, request, queryset):
+        for user in queryset:
+            sessions.logout_everywhere(user, by=request.user)
+        self.message_user(request, f"Logged {len(queryset)} user(s) out everywhere.")

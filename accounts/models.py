@@ -22,3 +22,12 @@ class LoginThrottle(models.Model):
     def __str__(self) -> str:
         return f"{self.username or '*'} @ {self.ip or '*'}: {self.failures}"
 
+
+class SessionEpoch(models.Model):
+    """Raised by "log out everywhere": a session started under an older epoch has ended."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE,
+                                related_name="session_epoch")
+    epoch = models.PositiveIntegerField(default=0)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.CharField(max_length=150, blank=True)

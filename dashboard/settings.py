@@ -142,6 +142,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "accounts.middleware.SessionLimitsMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -187,6 +188,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Sessions end after SESSION_IDLE_SECONDS without activity (live polls do not count) and at the latest
+# SESSION_COOKIE_AGE seconds after log-in, however active (accounts/sessions.py).
+SESSION_COOKIE_AGE = env_number("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+SESSION_IDLE_SECONDS = env_number("SESSION_IDLE_SECONDS", 12 * 3600, minimum=60)
+SESSION_SAVE_EVERY_REQUEST = False  # a poll must not write the session
+AUTHENTICATION_BACKENDS = ["accounts.sessions.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
