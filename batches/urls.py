@@ -1,4 +1,3 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
@@ -13,6 +12,4 @@ urlpatterns = [
     path(batch + "cancel/", views.batch_cancel, name="batch-cancel"),
     path(batch + "refresh/", views.batch_refresh, name="batch-refresh"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", views.ThrottledLoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

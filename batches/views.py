@@ -6,7 +6,6 @@ from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezo
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
@@ -336,44 +335,6 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
 def _file_problem(request, batch: Batch, kind: str, reason: str, status: int):
     return render(request, "batches/file_problem.html", {"batch": batch, "kind": kind, "reason": reason},
                   status=status)
-
-
-# ----- log-in ----------------------------------------------------------------------------------
-def _login_failures_key(request) -> str:
-    username = (request.POST.get("username") or "").strip().lower()
-    ip = request.META.get("REMOTE_ADDR", "")
-    return "login-failures:" + hashlib.sha256(f"{username}|{ip}".encode()).hexdigest()[:32]
-
-
-class ThrottledLoginView(auth_views.LoginView):
-    """Django's log-in, refusing a username+address pair after LOGIN_FAILURE_LIMIT failures in
-    LOGIN_FAILURE_WINDOW seconds. Counted in the shared cache (database by default), so every web
-    process sees the same count."""
-
-    redirect_authenticated_user = True
-
-    def post(self, request, *args, **kwargs):
-        if (cache.get(_login_failures_key(request)) or 0) >= settings.LOGIN_FAILURE_LIMIT:
-            form = self.get_form()
-            minutes = max(1, settings.LOGIN_FAILURE_WINDOW // 60)
-            form.add_error(None, f"Too many failed log-ins. Try again in {minutes} minutes.")
-            response = self.render_to_response(self.get_context_data(form=form))
-            response.status_code = 429
-            return response
-        return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form):
-        key = _login_failures_key(self.request)
-        cache.add(key, 0, timeout=settings.LOGIN_FAILURE_WINDOW)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW)
-        return super().form_invalid(form)
-
-    def form_valid(self, form):
-        cache.delete(_login_failures_key(self.request))
-        return super().form_valid(form)
 
 
 # ----- health ------------------------------------------------------------------------------------

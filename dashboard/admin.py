@@ -4,19 +4,8 @@ Views check permissions, not group names or flags; Django's own site admits `is_
 """
 
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
 
-ADMIN_PERMISSION = "batches.change_connection"
-
-
-def may_use_admin(user) -> bool:
-    return user.is_active and (user.is_staff or user.has_perm(ADMIN_PERMISSION))
-
-
-class AdminLoginForm(AdminAuthenticationForm):
-    def confirm_login_allowed(self, user):
-        if not may_use_admin(user):
-            super().confirm_login_allowed(user)  # raises Django's own "inactive" or "not staff" error
+from accounts.forms import AdminLoginForm, may_use_admin
 
 
 class BatchboardAdminSite(admin.AdminSite):

@@ -128,6 +128,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "accounts",
     "batches",
 ]
 
@@ -141,6 +142,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "accounts.middleware.SessionLimitsMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -166,7 +168,7 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'batchbo
 DATABASES = {"default": parse_database_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Shared by every web process (login throttling, error-file summaries): the database by default.
+# Shared by every web process (error-file summaries): the database by default.
 CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
@@ -186,6 +188,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Sessions end after SESSION_IDLE_SECONDS without activity (live polls do not count) and at the latest
+# SESSION_COOKIE_AGE seconds after log-in, however active (accounts/sessions.py).
+SESSION_COOKIE_AGE = env_number("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
+SESSION_IDLE_SECONDS = env_number("SESSION_IDLE_SECONDS", 12 * 3600, minimum=60)
+SESSION_SAVE_EVERY_REQUEST = False  # a poll must not write the session
+AUTHENTICATION_BACKENDS = ["accounts.sessions.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -243,6 +251,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "thin-snapshots": {
         "task": "batches.tasks.thin_snapshots",
+        "schedule": 3600.0,
+    },
+    "forget-ended-login-windows": {
+        "task": "accounts.tasks.forget_ended_login_windows",
         "schedule": 3600.0,
     },
 }
@@ -317,8 +329,14 @@ if os.environ.get("MODEL_PRICES_JSON"):
     if not isinstance(MODEL_PRICES, dict):
         raise ImproperlyConfigured("MODEL_PRICES_JSON must be a JSON object of model -> prices")
 
-LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+# Log-in throttling (accounts/throttle.py), counted in the database before each password check.
+LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)  # per username at one address
 LOGIN_FAILURE_WINDOW = env_number("LOGIN_FAILURE_WINDOW", 900, minimum=1)
+LOGIN_IP_FAILURE_LIMIT = env_number("LOGIN_IP_FAILURE_LIMIT", 30, minimum=1)  # per address, any username
+LOGIN_USERNAME_FAILURE_LIMIT = env_number("LOGIN_USERNAME_FAILURE_LIMIT", 10, minimum=1)  # then delays grow
+LOGIN_MAX_DELAY = env_number("LOGIN_MAX_DELAY", 300, minimum=1)
+# How many proxies in front of the app append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env_number("TRUSTED_PROXY_COUNT", 0, maximum=10)
 
 LOGGING = {
     "version": 1,

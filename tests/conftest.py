@@ -95,3 +95,23 @@ def _fresh_row_cache():
     from django.core.cache import caches
 
     caches["template_fragments"].clear()
+
+
+@pytest.fixture
+def password_checks(monkeypatch):
+    """Counts the real password checks (Django's check_password), whichever form or thread runs them."""
+    import threading
+
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    checks = []
+    lock = threading.Lock()
+    check_password = AbstractBaseUser.check_password
+
+    def counted(user, raw_password):
+        with lock:
+            checks.append(user.get_username())
+        return check_password(user, raw_password)
+
+    monkeypatch.setattr(AbstractBaseUser, "check_password", counted)
+    return checks

@@ -83,6 +83,8 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         csp_errors = []
         page.on("console", lambda m: "Content Security Policy" in m.text and csp_errors.append(m.text))
+        polls = []  # requests marked as live polls, which the session's idle timeout does not count
+        page.on("request", lambda r: r.headers.get("x-batchboard-poll") == "1" and polls.append(r.url))
 
         _log_in(page, base, "operator")
         expect(page.locator("table.batches tbody tr").first).to_be_visible()
@@ -100,6 +102,7 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         page.wait_for_function(
             "n => Number(document.querySelector('#count-completed').textContent.replace(/,/g, '')) > n",
             arg=first, timeout=30_000)  # it moved, and nobody reloaded the page
+        assert polls and all("v=" in url for url in polls)
         expect(page.locator("#batch-files")).to_contain_text("input")
         page.screenshot(path=str(SHOTS / "detail.png"), full_page=True)
 

@@ -20,6 +20,8 @@ MATRIX = {
     "healthz": {"GET": (200, 200, 200, 200, 200), "POST": (405, 405, 405, 405, 405)},
     "login": {"GET": (200, 302, 302, 302, 302)},
     "logout": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
+    "account": {"GET": (302, 200, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "logout-everywhere": {"GET": (302, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "admin:index": {"GET": (302, 302, 302, 302, 200)},
 }
 PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login

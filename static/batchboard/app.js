@@ -43,6 +43,10 @@
     document.body.addEventListener("htmx:beforeRequest", function (event) {
       if (document.hidden && event.detail.elt.hasAttribute("data-poll")) event.preventDefault();
     });
+    // Polls say so, so the server does not count them as activity (the session's idle timeout).
+    document.body.addEventListener("htmx:configRequest", function (event) {
+      if (event.detail.elt.hasAttribute("data-poll")) event.detail.headers["X-Batchboard-Poll"] = "1";
+    });
     document.addEventListener("visibilitychange", function () {
       if (!document.hidden) document.body.dispatchEvent(new CustomEvent("batchboard:visible"));
     });
