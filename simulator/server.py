@@ -389,8 +389,12 @@ class SimulatorServer:
         """The API base URL, like https://api.openai.com/v1."""
         return f"http://{self.host}:{self.port}/v1"
 
+    # The background loop notices stop() only between polls (0.5 s by default), and tests stop hundreds of servers.
+    poll_seconds = 0.01
+
     def start(self) -> "SimulatorServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="simulator", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(self.poll_seconds,),
+                                        name="simulator", daemon=True)
         self._thread.start()
         return self
 
@@ -398,7 +402,10 @@ class SimulatorServer:
         self.httpd.serve_forever()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for a loop that never started otherwise
+            self.httpd.shutdown()
+            self._thread.join()
+            self._thread = None
         self.httpd.server_close()
 
     def __enter__(self) -> "SimulatorServer":

@@ -19,10 +19,16 @@ def simulator(sim_clock):
 
 
 @pytest.fixture
-def connection(db, simulator):
+def connection(db, request):
+    """A stored Connection. It points at the simulator when the test uses `simulator` (directly or through
+    another fixture); a store or page test gets no server, and a port where nothing listens."""
     from batches.models import Connection
 
-    conn = Connection(name="Simulator", slug="sim", base_url=simulator.url, poll_interval=15)
+    if "simulator" in request.fixturenames:
+        base_url = request.getfixturevalue("simulator").url
+    else:
+        base_url = "http://127.0.0.1:1/v1"
+    conn = Connection(name="Simulator", slug="sim", base_url=base_url, poll_interval=15)
     conn.set_api_key(SIM_KEY)
     conn.save()
     return conn

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -204,6 +205,18 @@ def test_speed_shortens_durations_but_timestamps_stay_wall_clock(sim_clock):
             timeout=5).json()
     assert abs(created["created_at"] - time.time()) < 5
     assert created["expires_at"] - created["created_at"] == 86400 // 60
+
+
+def test_a_server_stops_at_once_even_one_never_started():
+    started = time.monotonic()
+    with SimulatorServer(Simulator(clock=Clock(frozen=True))):
+        pass
+    assert time.monotonic() - started < 0.25  # not a whole poll of serve_forever (0.5 s) per test
+
+    stopper = threading.Thread(target=SimulatorServer().stop, daemon=True)
+    stopper.start()
+    stopper.join(5)
+    assert not stopper.is_alive()
 
 
 def test_the_same_seed_gives_the_same_world():
