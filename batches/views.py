@@ -36,7 +36,7 @@ SORTS = {
     "-tokens": (F("total_tokens").desc(nulls_last=True), "-id"),
     "-requests": ("-total_requests", "-id"),
 }
-_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def site_context(request):
@@ -333,11 +333,19 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
             api.close()
 
     response = StreamingHttpResponse(stream(), content_type="application/jsonl")
-    name = _FILENAME_UNSAFE.sub("_", batch.batch_id)
-    response["Content-Disposition"] = f'attachment; filename="{name}_{kind}.jsonl"'
+    response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_{kind}.jsonl"'
     if upstream.headers.get("Content-Length", "").isdigit():
         response["Content-Length"] = upstream.headers["Content-Length"]
     return response
+
+
+def _download_name(batch_id: str) -> str:
+    """The id when it is all [A-Za-z0-9_-]; otherwise its first 64 such characters and a hash of the id, so
+    that no name is a path, hidden, too long for a file system, or shared by two ids."""
+    name = _FILENAME_UNSAFE.sub("_", batch_id)[:64]
+    if name != batch_id:
+        name += "-" + hashlib.sha256(batch_id.encode()).hexdigest()[:10]
+    return name
 
 
 def _file_problem(request, batch: Batch, kind: str, reason: str, status: int):
