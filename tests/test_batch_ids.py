@@ -1,5 +1,6 @@
 """Batch ids of any shape: every page links to and answers for them, and nothing the API sends can spoof one."""
 
+import re
 from urllib.parse import urljoin
 
 import pytest
@@ -13,6 +14,7 @@ ODD_IDS = [
     "gw/batch/42", ".", "..", "batch%2F41", "batch?x=1", "batch#frag", "batch 42 ", "batch_数据_🚀",
     "batch_\u202egnp.exe", "~YWJj", "b" * 254 + "/", "é" * 255,
 ]
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @pytest.fixture
@@ -92,3 +94,30 @@ def test_a_download_is_named_by_the_safe_part_of_the_id_and_a_hash(client, opera
     _odd_batch(connection, simulator, batch_id)
     response = client.get(_url("batch-download", batch_id, kind="input"))
     assert response["Content-Disposition"] == f'attachment; filename="{name}"'
+
+
+def test_bidi_controls_in_api_text_are_shown_as_visible_markers(client, operator, connection, simulator):
+    batch_id = "batch_\u202egnp.exe"
+    store_batch(connection, payloads.batch(
+        id=batch_id, status="in_progress", model="gpt\u200f", input_file_id="file-\u2066x",
+        metadata={"description": "nightly \u2067run", "owner\u061c": "ana\u202a"},
+        errors={"object": "list", "data": [{"code": "bad\u202b", "message": "line \u202c", "line": 1}]}))
+    store_batch(connection, payloads.batch(id="batch_odd_status", status="paused\u202e"))
+    refused = client.post(_url("batch-cancel", "batch_odd_status"), follow=True)
+    assert "A paused⟨U+202E⟩ batch cannot be cancelled." in refused.content.decode()
+    assert not BIDI.search(refused.content.decode())
+    pages = [client.get("/"), client.get(_url("batch-detail", batch_id)), client.get(_url("batch-cancel", batch_id)),
+             client.get(_url("batch-files", batch_id)), client.get(_url("batch-download", batch_id, kind="output"))]
+    for response in pages:
+        body = response.content.decode()
+        assert "batch_⟨U+202E⟩gnp.exe" in body, response.request["PATH_INFO"]
+        # the copy button copies the real id; nothing else shows a raw control
+        assert not BIDI.search(re.sub(r'data-copy="[^"]*"', "", body)), response.request["PATH_INFO"]
+    detail = pages[1].content.decode()
+    for marker in ("gpt⟨U+200F⟩", "file-⟨U+2066⟩x", "nightly ⟨U+2067⟩run", "owner⟨U+061C⟩", "ana⟨U+202A⟩",
+                   "bad⟨U+202B⟩", "line ⟨U+202C⟩"):
+        assert marker in detail
+    assert "<bdi>batch_⟨U+202E⟩gnp.exe</bdi>" in detail
+    listing = pages[0].content.decode()
+    assert ">batch_⟨U+202E⟩gnp.exe</bdi></a>" in listing and "unknown: paused⟨U+202E⟩" in listing
+

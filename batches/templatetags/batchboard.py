@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 from django import template
@@ -7,6 +8,8 @@ from django.utils.html import format_html
 register = template.Library()
 
 STATUS_LABELS = {"all_failed": "completed · all failed", "unknown": "unknown"}
+# Unicode's bidirectional controls (embeddings, overrides, isolates, marks): they can make an id read backwards.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @register.filter
@@ -42,7 +45,7 @@ def short_id(value: str, keep: int = 14) -> str:
 def status_label(batch) -> str:
     outcome = batch.outcome
     if outcome == "unknown":
-        return f"unknown: {batch.status}"
+        return f"unknown: {bidi_safe(batch.status)}"
     return STATUS_LABELS.get(outcome, outcome.replace("_", " "))
 
 
@@ -56,6 +59,14 @@ def filesize(value) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(value)
+
+
+@register.filter(is_safe=True)
+def bidi_safe(value):
+    """API text with each bidi control shown as a visible marker, e.g. ⟨U+202E⟩; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    return _BIDI_CONTROLS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", value)
 
 
 @register.filter
@@ -92,4 +103,5 @@ def copy_button(value):
     return format_html(
         '<button type="button" class="copy" data-copy="{}" aria-label="Copy {}" title="Copy"><svg viewBox="0 0 24 24" '
         'aria-hidden="true"><rect x="9" y="9" width="12" height="12" rx="2"></rect>'
-        '<path d="M5 15V5a2 2 0 0 1 2-2h10"></path></svg></button>', value, value)
+        '<path d="M5 15V5a2 2 0 0 1 2-2h10"></path></svg></button>', value, bidi_safe(value))
+
