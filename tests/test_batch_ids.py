@@ -121,3 +121,22 @@ def test_bidi_controls_in_api_text_are_shown_as_visible_markers(client, operator
     listing = pages[0].content.decode()
     assert ">batch_⟨U+202E⟩gnp.exe</bdi></a>" in listing and "unknown: paused⟨U+202E⟩" in listing
 
+
+def test_a_row_that_cannot_be_rendered_is_marked_and_logged_and_the_page_still_answers(
+        client, operator, connection, monkeypatch, caplog):
+    store_batch(connection, payloads.batch(id="batch_fine", created_at=payloads.CREATED))
+    store_batch(connection, payloads.batch(id="batch_broken", created_at=payloads.CREATED + 1))
+    progress = Batch.progress
+
+    def breaks_for_one(self):
+        if self.batch_id == "batch_broken":
+            raise ZeroDivisionError("a value no row can show")
+        return progress(self)
+
+    monkeypatch.setattr(Batch, "progress", breaks_for_one)
+    response = client.get("/")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "This batch could not be shown" in body and "batch_broken" in body
+    assert 'href="/batches/sim/batch_fine/"' in body
+    assert any(r.levelname == "ERROR" and r.exc_info and "batch_broken" in r.getMessage() for r in caplog.records)

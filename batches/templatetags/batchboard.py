@@ -1,3 +1,4 @@
+import logging
 import re
 from datetime import timedelta
 
@@ -5,6 +6,7 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
+logger = logging.getLogger(__name__)
 register = template.Library()
 
 STATUS_LABELS = {"all_failed": "completed · all failed", "unknown": "unknown"}
@@ -105,3 +107,27 @@ def copy_button(value):
         'aria-hidden="true"><rect x="9" y="9" width="12" height="12" rx="2"></rect>'
         '<path d="M5 15V5a2 2 0 0 1 2-2h10"></path></svg></button>', value, bidi_safe(value))
 
+
+class _GuardedRowNode(template.Node):
+    def __init__(self, nodelist, batch):
+        self.nodelist, self.batch = nodelist, batch
+
+    def render(self, context):
+        try:
+            return self.nodelist.render(context)
+        except Exception:  # noqa: BLE001 - one bad row must not take the whole list down
+            batch = self.batch.resolve(context)
+            logger.exception("The list row of batch %r (pk %s) could not be rendered", batch.batch_id, batch.pk)
+            return format_html('<tr class="row-error"><td colspan="12" class="error">This batch could not be shown '
+                               '(<bdi class="mono">{}</bdi>); the error is logged.</td></tr>',
+                               bidi_safe(batch.batch_id))
+
+
+@register.tag
+def guarded_row(parser, token):
+    """{% guarded_row batch %}<tr>…</tr>{% endguarded_row %}: a row that raises while rendering becomes a row
+    saying so, and the error is logged."""
+    _, batch = token.split_contents()
+    nodelist = parser.parse(("endguarded_row",))
+    parser.delete_first_token()
+    return _GuardedRowNode(nodelist, parser.compile_filter(batch))
