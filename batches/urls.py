@@ -1,8 +1,9 @@
-from django.urls import path
+from django.urls import path, register_converter
 
-from . import views
+from . import converters, views
 
-batch = "batches/<slug:slug>/<str:batch_id>/"
+register_converter(converters.ApiIdConverter, "apiid")
+batch = "batches/<slug:slug>/<apiid:batch_id>/"
 
 urlpatterns = [
     path("", views.batch_list, name="batch-list"),

@@ -1,15 +1,16 @@
 import hashlib
 import json
 import re
-from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezone
+from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connection as db_connection
 from django.db.models import Count, F, Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -34,23 +35,33 @@ SORTS = {
     "-tokens": (F("total_tokens").desc(nulls_last=True), "-id"),
     "-requests": ("-total_requests", "-id"),
 }
-_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def site_context(request):
     return {"VERSION": settings.VERSION, "LIVE_POLL_SECONDS": settings.LIVE_POLL_SECONDS}
 
 
+def _decoded_text(value: str) -> None:
+    """Django decodes query strings with errors="replace": a U+FFFD means the bytes were not UTF-8."""
+    if "\ufffd" in value:
+        raise ValidationError("This is not valid UTF-8 text.")
+
+
+# Dates a filter accepts: the API's timestamps start in 1970, and the day after the last one must exist.
+_DATES = [MinValueValidator(date(1970, 1, 1)), MaxValueValidator(date.max - timedelta(days=1))]
+
+
 class ListFilters(forms.Form):
     status = forms.MultipleChoiceField(choices=STATUS_CHOICES, required=False)
     connection = forms.SlugField(required=False)
-    endpoint = forms.CharField(required=False, max_length=255)
-    model = forms.CharField(required=False, max_length=255)
-    created_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    created_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    q = forms.CharField(required=False, max_length=200, label="Search")
+    endpoint = forms.CharField(required=False, max_length=255, validators=[_decoded_text])
+    model = forms.CharField(required=False, max_length=255, validators=[_decoded_text])
+    created_from = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
+    created_to = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
+    q = forms.CharField(required=False, max_length=200, label="Search", validators=[_decoded_text])
     sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
-    page = forms.IntegerField(required=False, min_value=1)
+    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
     def clean(self):
         data = super().clean()
@@ -325,11 +336,19 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
             api.close()
 
     response = StreamingHttpResponse(stream(), content_type="application/jsonl")
-    name = _FILENAME_UNSAFE.sub("_", batch.batch_id)
-    response["Content-Disposition"] = f'attachment; filename="{name}_{kind}.jsonl"'
+    response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_{kind}.jsonl"'
     if upstream.headers.get("Content-Length", "").isdigit():
         response["Content-Length"] = upstream.headers["Content-Length"]
     return response
+
+
+def _download_name(batch_id: str) -> str:
+    """The id when it is all [A-Za-z0-9_-]; otherwise its first 64 such characters and a hash of the id, so
+    that no name is a path, hidden, too long for a file system, or shared by two ids."""
+    name = _FILENAME_UNSAFE.sub("_", batch_id)[:64]
+    if name != batch_id:
+        name += "-" + hashlib.sha256(batch_id.encode()).hexdigest()[:10]
+    return name
 
 
 def _file_problem(request, batch: Batch, kind: str, reason: str, status: int):

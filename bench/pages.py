@@ -137,6 +137,7 @@ def run(args) -> None:
     from django.contrib.auth.models import User
     from django.db import connection as db
     from django.test import Client
+    from django.urls import reverse
 
     from batches.models import BatchSnapshot
 
@@ -166,7 +167,7 @@ def run(args) -> None:
         rows.append((f"list, page size {size}", 1, "", "", f"{queries} queries"))
     settings.LIST_PAGE_SIZE = 50
 
-    url = f"/batches/{detail.connection.slug}/{detail.batch_id}/"
+    url = reverse("batch-detail", args=[detail.connection.slug, detail.batch_id])
     timed(client, url)
     times, queries = [], 0
     for _ in range(50):

@@ -1,6 +1,19 @@
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from simulator import Clock, Simulator, SimulatorServer
+
+# Property tests: a small "ci" profile when CI is set (CI's time budget), a larger "dev" one otherwise;
+# HYPOTHESIS_PROFILE picks either. Fixtures are set up once per test, not per example, on purpose.
+_HYPOTHESIS = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.function_scoped_fixture],
+               "database": DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent / "var" / "hypothesis")}
+hypothesis_settings.register_profile("ci", max_examples=25, **_HYPOTHESIS)
+hypothesis_settings.register_profile("dev", max_examples=60, **_HYPOTHESIS)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 SIM_KEY = "sk-sim-test-0123456789abcdef"
 

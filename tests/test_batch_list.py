@@ -101,7 +101,11 @@ def test_free_text_searches_ids_file_ids_and_metadata(client, viewer, connection
 
 
 @pytest.mark.parametrize("query", ["status=bogus", "created_from=yesterday", "page=-3", "sort=drop+table",
-                                   "connection=%3Cscript%3E", "created_from=2024-01-01&created_to=2023-01-01"])
+                                   "connection=%3Cscript%3E", "created_from=2024-01-01&created_to=2023-01-01",
+                                   "created_to=9999-12-31", "created_from=0001-01-01", "page=1" + "0" * 30,
+                                   "page=0", "page=" + "9" * 5000, "q=a%00b", "model=%00", "endpoint=%00",
+                                   "q=" + "x" * 5000, "model=%ff%fe", "q=%C0%AF",
+                                   "created_to=2024-01-01&created_to=9999-12-31"])
 def test_invalid_filters_give_a_message_not_an_error(client, viewer, connection, query):
     _store(connection, 2)
     response = client.get(f"/?{query}")

@@ -5,6 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.urls import reverse
 
 from batches.models import Batch, Connection
 from batches.sync import sync_connection
@@ -101,8 +102,9 @@ def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
 
     login("admin")
     pages = [client.get("/"), client.get("/?q=script"), client.get("/?status=unknown")]
-    pages += [client.get(f"/batches/hostile/{batch_id}/") for batch_id in stored]
-    pages += [client.get(f"/batches/hostile/{batch_id}/files/", HTTP_HX_REQUEST="true") for batch_id in stored]
+    urls = [reverse("batch-detail", args=["hostile", batch_id]) for batch_id in stored]  # "batch_é…" is encoded
+    pages += [client.get(url) for url in urls]
+    pages += [client.get(url + "files/", HTTP_HX_REQUEST="true") for url in urls]
     for response in pages:
         assert response.status_code == 200, response.request["PATH_INFO"]
         body = response.content.decode()

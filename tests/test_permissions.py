@@ -51,6 +51,19 @@ def test_the_permission_matrix(client, login, synced_batch, name, method, role, 
         assert b"Not allowed" in response.content  # a readable page, not a bare status
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_the_matrix_holds_for_a_batch_whose_id_is_path_like(client, login, synced_batch, role):
+    from batches.store import store_batch
+
+    odd, _ = store_batch(synced_batch.connection, {**synced_batch.raw, "id": "gw/batch/../42"})
+    login(role)
+    for name, methods in MATRIX.items():
+        if name.startswith("batch-") and name != "batch-list":
+            for method, expected in methods.items():
+                response = getattr(client, method.lower())(_url(name, odd))
+                assert response.status_code == expected[ROLES.index(role)], (name, method)
+
+
 def test_every_route_has_a_decision():
     names = set()
     for pattern in get_resolver().url_patterns:

@@ -1,12 +1,17 @@
+import logging
+import re
 from datetime import timedelta
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
+logger = logging.getLogger(__name__)
 register = template.Library()
 
 STATUS_LABELS = {"all_failed": "completed · all failed", "unknown": "unknown"}
+# Unicode's bidirectional controls (embeddings, overrides, isolates, marks): they can make an id read backwards.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @register.filter
@@ -42,7 +47,7 @@ def short_id(value: str, keep: int = 14) -> str:
 def status_label(batch) -> str:
     outcome = batch.outcome
     if outcome == "unknown":
-        return f"unknown: {batch.status}"
+        return f"unknown: {bidi_safe(batch.status)}"
     return STATUS_LABELS.get(outcome, outcome.replace("_", " "))
 
 
@@ -56,6 +61,14 @@ def filesize(value) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(value)
+
+
+@register.filter(is_safe=True)
+def bidi_safe(value):
+    """API text with each bidi control shown as a visible marker, e.g. ⟨U+202E⟩; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    return _BIDI_CONTROLS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", value)
 
 
 @register.filter
@@ -92,4 +105,29 @@ def copy_button(value):
     return format_html(
         '<button type="button" class="copy" data-copy="{}" aria-label="Copy {}" title="Copy"><svg viewBox="0 0 24 24" '
         'aria-hidden="true"><rect x="9" y="9" width="12" height="12" rx="2"></rect>'
-        '<path d="M5 15V5a2 2 0 0 1 2-2h10"></path></svg></button>', value, value)
+        '<path d="M5 15V5a2 2 0 0 1 2-2h10"></path></svg></button>', value, bidi_safe(value))
+
+
+class _GuardedRowNode(template.Node):
+    def __init__(self, nodelist, batch):
+        self.nodelist, self.batch = nodelist, batch
+
+    def render(self, context):
+        try:
+            return self.nodelist.render(context)
+        except Exception:  # noqa: BLE001 - one bad row must not take the whole list down
+            batch = self.batch.resolve(context)
+            logger.exception("The list row of batch %r (pk %s) could not be rendered", batch.batch_id, batch.pk)
+            return format_html('<tr class="row-error"><td colspan="12" class="error">This batch could not be shown '
+                               '(<bdi class="mono">{}</bdi>); the error is logged.</td></tr>',
+                               bidi_safe(batch.batch_id))
+
+
+@register.tag
+def guarded_row(parser, token):
+    """{% guarded_row batch %}<tr>…</tr>{% endguarded_row %}: a row that raises while rendering becomes a row
+    saying so, and the error is logged."""
+    _, batch = token.split_contents()
+    nodelist = parser.parse(("endguarded_row",))
+    parser.delete_first_token()
+    return _GuardedRowNode(nodelist, parser.compile_filter(batch))
