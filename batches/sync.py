@@ -110,6 +110,7 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
     """
     started = time.monotonic()
     now = now or timezone.now()
+    _release_orphaned_leases()
     connection = Connection.objects.filter(pk=connection_id).first()
     if connection is None:  # deleted while its task waited in the queue
         return SyncResult(connection=f"#{connection_id}", skipped=True, error="the connection no longer exists")
@@ -140,11 +141,10 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
         _record_failure(connection, token, exc, result)
     except DatabaseError:
         # The database itself is away. Give the lease back if it can be reached again already; if not,
-        # the (short) lease expires by itself. Either way the task retries, and beat picks it up again.
-        try:
-            Connection.objects.filter(pk=connection.pk, lease_token=token).update(lease_until=None, lease_token="")
-        except DatabaseError:
-            pass
+        # this process gives it back as soon as the database answers again (the task's retry, or the next
+        # sync here), and in any case it expires after SYNC_LEASE_SECONDS.
+        _orphaned_leases[token] = connection.pk
+        _release_orphaned_leases()
         raise
     except Exception as exc:  # a bug: recorded, never a crashed worker
         log.exception("sync %s crashed", connection.slug)
@@ -157,6 +157,19 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
     if not result.error:
         _record_success(connection, token, result)
     return result
+
+
+# Leases this process took and could not give back because the database was away: token -> connection.
+_orphaned_leases: dict[str, int] = {}
+
+
+def _release_orphaned_leases() -> None:
+    for token, pk in list(_orphaned_leases.items()):
+        try:
+            Connection.objects.filter(pk=pk, lease_token=token).update(lease_until=None, lease_token="")
+        except DatabaseError:
+            return  # still away; the leases expire by themselves meanwhile
+        del _orphaned_leases[token]
 
 
 def _run(cycle: _Cycle, *, full: bool, now: datetime) -> None:

@@ -75,7 +75,7 @@ class _Hostile(BaseHTTPRequestHandler):
 @pytest.fixture
 def hostile(db):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     conn = Connection(name=EVIL, slug="hostile", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
     conn.set_api_key("sk-hostile")
     conn.save()

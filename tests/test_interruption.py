@@ -141,6 +141,7 @@ def test_the_database_briefly_unreachable_then_the_next_cycle_converges(simulato
         monkeypatch.setenv("DATABASE_URL", f"postgres://{settings_dict['USER']}@127.0.0.1:{proxy.port}/x")
         monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "0")
         monkeypatch.setenv("SYNC_LEASE_SECONDS", "2")
+        monkeypatch.setenv("API_CALL_DEADLINE", "1.5")  # always shorter than the lease
         app.control.purge()
         proxy.down()  # the database is away when the task starts
         worker = start_worker()
@@ -169,6 +170,57 @@ def test_the_database_briefly_unreachable_then_the_next_cycle_converges(simulato
         thread.join(60)
         assert not result["r"].error
     assert mismatches(connection, simulator.truth()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_syncing_resumes_within_30_seconds_of_the_database_coming_back(slow_simulator, slow_connection,
+                                                                       monkeypatch):
+    """Today a sync that loses the database mid-cycle leaves a 300 s lease: ~5 minutes of nothing."""
+    if db.vendor != "postgresql":
+        # SQLite has no server to lose: the database "fails" under one page, and is there again at once.
+        from django.db import OperationalError
+
+        from batches import sync
+
+        real, calls = sync._store_page, []
+
+        def lost_once(cycle, data):
+            calls.append(1)
+            if len(calls) == 2:
+                raise OperationalError("server closed the connection unexpectedly")
+            return real(cycle, data)
+
+        monkeypatch.setattr(sync, "_store_page", lost_once)
+        with pytest.raises(OperationalError):
+            sync_connection(connection_id=slow_connection.pk)
+        assert Connection.objects.get().lease_until is None  # given back, not left to expire
+        assert not sync_connection(connection_id=slow_connection.pk).skipped
+        return
+    from batches.tasks import sync_connection as task
+    from dashboard.celery import app
+
+    settings_dict = db.settings_dict
+    proxy = _Proxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432)))
+    monkeypatch.setenv("DATABASE_URL", f"postgres://{settings_dict['USER']}@127.0.0.1:{proxy.port}/x")
+    monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "0")
+    monkeypatch.delenv("SYNC_LEASE_SECONDS", raising=False)  # the production lease
+    app.control.purge()
+    worker = start_worker()
+    try:
+        task.delay(slow_connection.pk)
+        assert wait_for(lambda: Batch.objects.count() >= 100, 60)
+        proxy.down()  # mid-import, holding the lease
+        time.sleep(3)
+        proxy.up()
+        back = time.monotonic()
+        assert wait_for(lambda: Batch.objects.count() == 460, 60)
+        resumed_after = time.monotonic() - back
+    finally:
+        output = stop_worker(worker)
+        proxy.down()
+    assert resumed_after <= 30, output[-3000:]
+    assert mismatches(slow_connection, slow_simulator.truth()) == []
 
 
 @pytest.fixture

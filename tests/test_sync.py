@@ -179,7 +179,7 @@ class _BrokenList(BaseHTTPRequestHandler):
 def test_a_misbehaving_list_cannot_trap_the_walk(db, mode, warning):
     handler = type("Handler", (_BrokenList,), {"mode": mode})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         conn = Connection(name="Broken", slug="broken", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
         conn.set_api_key("sk-x")
