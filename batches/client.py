@@ -18,7 +18,7 @@ from django.conf import settings
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from .models import Connection, KeyUnreadable
-from .redact import redact
+from .redact import redact, remember_secret
 
 # 429 bodies that mean "out of money", not "slow down": retrying cannot help.
 BILLING_CODES = {
@@ -63,6 +63,7 @@ class BatchApi:
     Use it as a context manager (`with BatchApi.for_connection(c) as api:`) so its sockets close."""
 
     def __init__(self, *, base_url: str, api_key: str, organization: str = "", project: str = ""):
+        remember_secret(api_key)  # an error that echoes it is redacted whatever its format
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers.update({
@@ -256,7 +257,7 @@ def _classify(response: requests.Response, deadline: float) -> ApiError:
     except (ValueError, AttributeError, RecursionError, ApiError, requests.RequestException):
         error = None
     if isinstance(error, dict):
-        message = str(error.get("message") or message)[:_MESSAGE_LIMIT]
+        message = redact(str(error.get("message") or message))[:_MESSAGE_LIMIT]  # no half key left by the cut
         code = str(error["code"])[:100] if error.get("code") else None
         error_type = str(error["type"])[:100] if error.get("type") else None
     details = {"status": status, "code": code, "error_type": error_type, "request_id": request_id}

@@ -1,14 +1,19 @@
 """Odd and hostile API data: stored and displayed safely, nothing crashes."""
 
 import json
+import logging
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.urls import reverse
 
-from batches.models import Batch, Connection
+from batches.client import _MESSAGE_LIMIT, BatchApi, PermanentError
+from batches.models import AuditEvent, Batch, Connection
+from batches.store import store_batch
 from batches.sync import sync_connection
+from tests import payloads
 
 EVIL = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"
 UNICODE = "数据 🚀 Ωμέγα \u202e evil \u0000 nul"
@@ -72,16 +77,49 @@ class _Hostile(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _EchoesKey(BaseHTTPRequestHandler):
+    """Refuses every key and echoes it back: in the JSON error of the list, in the status line of a batch,
+    and for a file just where the client cuts long messages."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.path.startswith("/v1/batches?"):
+            body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}. Find yours elsewhere.",
+                                         "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+        elif self.path.startswith("/v1/files/"):
+            message = "x" * (_MESSAGE_LIMIT - 20) + key
+            body = json.dumps({"error": {"message": message, "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+        else:
+            body = b"unauthorized"
+            self.send_response(401, f"Key {key} is not valid")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextmanager
+def _serving(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def hostile(db):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    conn = Connection(name=EVIL, slug="hostile", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
-    conn.set_api_key("sk-hostile")
-    conn.save()
-    yield conn
-    server.shutdown()
-    server.server_close()
+    with _serving(_Hostile) as url:
+        conn = Connection(name=EVIL, slug="hostile", base_url=url)
+        conn.set_api_key("sk-hostile")
+        conn.save()
+        yield conn
 
 
 def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
@@ -110,3 +148,43 @@ def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
         body = response.content.decode()
         assert "<script>alert" not in body and "<img src=x" not in body
     assert "unknown: paused_for_review" in pages[0].content.decode()
+
+
+KEYS = {
+    "openai project key": "sk-proj-" + "Ab1Cd2Ef3" * 6,
+    "40 hex characters": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+    "groq-style": "gsk_" + "Zx9Qw8Er7" * 6,
+    "JWT": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiYXRjaGJvYXJkIn0.c2lnbmF0dXJlLXZhbHVlLTEyMzQ",
+    "with / and +": "sk-live/Zm9vYmFy+YmF6cXV4/MTIzNDU2+Nzg5MA==",
+}
+
+
+@pytest.mark.parametrize("key", KEYS.values(), ids=KEYS.keys())
+def test_a_key_echoed_in_an_error_reaches_no_page_log_or_stored_text(client, login, db, caplog, key):
+    caplog.set_level(logging.DEBUG)
+    with _serving(_EchoesKey) as url:
+        conn = Connection(name="Echo", slug="echo", base_url=url)
+        conn.set_api_key(key)
+        conn.save()
+        batch, _ = store_batch(conn, payloads.IN_PROGRESS)
+        assert "HTTP 401" in sync_connection(connection_id=conn.pk).error
+        login("admin")
+        detail = f"/batches/echo/{batch.batch_id}/"
+        pages = [client.get("/"), client.get(detail),
+                 client.post(detail + "refresh/", HTTP_HX_REQUEST="true"), client.post(detail + "refresh/", follow=True),
+                 client.get("/admin/batches/connection/"), client.get(f"/admin/batches/connection/{conn.pk}/change/"),
+                 client.get("/admin/batches/auditevent/")]
+
+    assert "Incorrect API key provided: [redacted]" in Connection.objects.get().last_error
+    assert "Refresh failed: HTTP 401: Key [redacted] is not valid" in pages[2].content.decode()
+    stored = repr(list(Connection.objects.values("last_error"))) + repr(list(AuditEvent.objects.values()))
+    for text in [page.content.decode() for page in pages] + [stored, caplog.text]:
+        assert key not in text and key[-12:] not in text
+
+
+def test_a_key_echoed_where_a_long_message_is_cut_leaves_no_part_behind(db):
+    key = KEYS["40 hex characters"]
+    with _serving(_EchoesKey) as url, BatchApi(base_url=url, api_key=key) as api:
+        with pytest.raises(PermanentError) as refused:
+            api.file_metadata("file-1")
+    assert str(refused.value).endswith("x[redacted]") and key[:12] not in str(refused.value)
