@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.conf import settings
 
-from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
+from .models import KEY_DESTINATION, AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
 
 
 class ConnectionForm(forms.ModelForm):
@@ -34,6 +34,16 @@ class ConnectionForm(forms.ModelForm):
         if not key and not self.instance.api_key_encrypted:
             raise forms.ValidationError("A new connection needs an API key.")
         return key
+
+    def clean(self):
+        data = super().clean()
+        # The stored key was entered for one place: it never follows a change of where it is sent.
+        moved = [Connection._meta.get_field(name).verbose_name
+                 for name in KEY_DESTINATION if name in self.changed_data]
+        if self.instance.pk and moved and not data.get("api_key"):
+            self.add_error("api_key", f"Enter the API key again to change where it is sent ({', '.join(moved)} "
+                                      "changed); the stored key is not sent anywhere else.")
+        return data
 
     def save(self, commit=True):
         if self.cleaned_data.get("api_key"):

@@ -39,6 +39,8 @@ FILE_KINDS = ("input", "output", "error")
 # How a server orders GET /batches (OpenAI: newest first); detected from the first page it sends.
 NEWEST_FIRST, OLDEST_FIRST = "newest_first", "oldest_first"
 KEY_UNREADABLE = "API key unreadable: enter it again"
+# Where a connection's key is sent: changing any of these needs the key entered again.
+KEY_DESTINATION = ("base_url", "organization", "project")
 
 
 class KeyUnreadable(Exception):

@@ -170,8 +170,8 @@ def test_a_key_echoed_in_an_error_reaches_no_page_log_or_stored_text(client, log
         assert "HTTP 401" in sync_connection(connection_id=conn.pk).error
         login("admin")
         detail = f"/batches/echo/{batch.batch_id}/"
-        pages = [client.get("/"), client.get(detail),
-                 client.post(detail + "refresh/", HTTP_HX_REQUEST="true"), client.post(detail + "refresh/", follow=True),
+        pages = [client.get("/"), client.get(detail), client.post(detail + "refresh/", HTTP_HX_REQUEST="true"),
+                 client.post(detail + "refresh/", follow=True),
                  client.get("/admin/batches/connection/"), client.get(f"/admin/batches/connection/{conn.pk}/change/"),
                  client.get("/admin/batches/auditevent/")]
 
