@@ -17,7 +17,7 @@ import urllib3
 from django.conf import settings
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
-from .models import Connection, KeyUnreadable
+from .models import Connection, KeyUnreadable, api_host_problem
 from .redact import redact, remember_secret
 
 # 429 bodies that mean "out of money", not "slow down": retrying cannot help.
@@ -79,6 +79,9 @@ class BatchApi:
 
     @classmethod
     def for_connection(cls, connection: Connection) -> "BatchApi":
+        # Checked here too, not only in the forms: a row edited in the database cannot send its key elsewhere.
+        if problem := api_host_problem(connection.base_url):
+            raise PermanentError(problem, error_type="configuration")
         try:
             key = connection.api_key
         except KeyUnreadable as exc:

@@ -3,9 +3,12 @@ from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
+from django.http.request import validate_host
 from django.utils import timezone
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
 TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
@@ -69,6 +72,24 @@ def decrypt_secret(token: str) -> str:
                             "BATCHBOARD_ENCRYPTION_KEYS)") from None
 
 
+def _api_host(base_url: str) -> str:
+    """The host a request to `base_url` goes to, read as requests reads it (urllib3's parser): a URL such as
+    `http://evil\\@api.openai.com` names another host to urllib.parse."""
+    try:
+        return (parse_url(base_url).host or "").strip("[]").lower()
+    except LocationParseError:
+        return ""
+
+
+def api_host_problem(base_url: str) -> str:
+    """Why a key may not be sent to `base_url` (ALLOWED_API_HOSTS), or "" when it may."""
+    allowed = settings.ALLOWED_API_HOSTS
+    host = _api_host(base_url)
+    if not allowed or (host and validate_host(host, allowed)):
+        return ""
+    return f"{host or base_url} is not in ALLOWED_API_HOSTS: no API key is sent there"
+
+
 def default_poll_interval() -> int:
     return int(settings.SYNC_ACTIVE_INTERVAL)
 
@@ -126,6 +147,10 @@ class Connection(models.Model):
 
     def __repr__(self) -> str:
         return f"<Connection {self.slug} {self.base_url}>"
+
+    def clean(self):
+        if problem := api_host_problem(self.base_url):
+            raise ValidationError({"base_url": problem})
 
     def set_api_key(self, plain: str) -> None:
         self.api_key_encrypted = encrypt_secret(plain.strip())

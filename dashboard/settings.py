@@ -269,6 +269,8 @@ API_RETRY_BACKOFF = env_number("API_RETRY_BACKOFF", 0.5, cast=float)
 API_CALL_DEADLINE = env_number("API_CALL_DEADLINE", 20.0, minimum=0.1, cast=float)
 API_MAX_RESPONSE_BYTES = env_number("API_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=1024)
 API_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Hosts a stored API key may be sent to (`.example.com` also allows its subdomains); empty allows any.
+ALLOWED_API_HOSTS = [host.strip("[]").lower() for host in env_list("ALLOWED_API_HOSTS", "")]
 
 # The sync cadence (batches/sync.py).
 SYNC_ACTIVE_INTERVAL = env_number("SYNC_ACTIVE_INTERVAL", 15.0, cast=float)
