@@ -1,7 +1,11 @@
 from django import forms
-from django.contrib import admin
 from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import StreamingHttpResponse
+from django.urls import path
 
+from . import audit
 from .models import KEY_DESTINATION, AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
 
 
@@ -119,13 +123,29 @@ class BatchTransitionAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created", "username", "action", "batch_id_text", "detail", "ok", "request_id"]
+    """Read-only for everyone, superusers included: an audit trail is not edited. Exported as CSV."""
+
+    list_display = ["created", "username", "action", "ok", "target", "batch_id_text", "detail", "ip", "request_id"]
     list_filter = ["action", "ok"]
-    search_fields = ["batch_id_text", "username", "request_id"]
+    search_fields = ["batch_id_text", "username", "target", "ip", "request_id"]
     raw_id_fields = ["batch", "user", "connection"]
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return False  # an audit trail is not edited
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        export = path("export.csv", self.admin_site.admin_view(self.export_csv), name="batches_auditevent_export")
+        return [export, *super().get_urls()]
+
+    def export_csv(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        response = StreamingHttpResponse(audit.csv_lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="batchboard-audit.csv"'
+        return response

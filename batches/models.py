@@ -420,13 +420,38 @@ class BatchTransition(models.Model):
         return f"{self.batch_id} → {self.status}"
 
 
+class AuditTrailIsAppendOnly(Exception):
+    """Audit events are written once: never changed, never deleted."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AuditTrailIsAppendOnly("audit events are never changed")
+
+    def delete(self):
+        raise AuditTrailIsAppendOnly("audit events are never deleted")
+
+
 class AuditEvent(models.Model):
-    ACTIONS = [("cancel", "Cancel"), ("download", "Download"), ("refresh", "Refresh")]
+    """Who did (or tried) what: an action on a batch, a log-in, a refusal, a change to a connection or a role.
+
+    Append-only in the app and the admin. Deleting the user, connection or batch an event names only
+    clears that link (Django does it without this model's manager); the text columns keep the names."""
+
+    ACTIONS = [
+        ("cancel", "Cancel"), ("download", "Download"), ("refresh", "Refresh"),
+        ("login", "Log-in"), ("login_failed", "Failed log-in"), ("logout", "Log-out"),
+        ("logout_everywhere", "Log out everywhere"), ("forbidden", "Refused (403)"),
+        ("connection_created", "Connection created"), ("connection_changed", "Connection changed"),
+        ("connection_deleted", "Connection deleted"), ("key_changed", "API key changed"),
+        ("role_changed", "Role changed"),
+    ]
 
     created = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=16, choices=ACTIONS)
+    action = models.CharField(max_length=32, choices=ACTIONS)
+    target = models.CharField(max_length=255, blank=True, help_text="The user or connection acted on")
     connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.SET_NULL)
     batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
     batch_id_text = models.CharField("batch id", max_length=255, blank=True)
@@ -434,13 +459,27 @@ class AuditEvent(models.Model):
     ok = models.BooleanField(default=True)
     result = models.TextField(blank=True)
     request_id = models.CharField(max_length=255, blank=True, help_text="The API's x-request-id")
+    ip = models.CharField("address", max_length=45, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]
         indexes = [
             # the audit table on a batch's detail page
             models.Index(fields=["batch", "-created"], name="audit_batch_newest"),
+            # the admin's audit list and the CSV export, newest first
+            models.Index(fields=["-created"], name="audit_newest"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.username} {self.action} {self.batch_id_text}"
+        return f"{self.username} {self.action} {self.batch_id_text or self.target}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditTrailIsAppendOnly("audit events are never changed")
+        kwargs["force_insert"] = True  # an event built with the pk of another cannot overwrite it
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditTrailIsAppendOnly("audit events are never deleted")
