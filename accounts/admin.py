@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
+
+from batches import audit
 
 from . import sessions
 from .models import LoginThrottle
@@ -40,6 +42,12 @@ class UserAdmin(auth_admin.UserAdmin):
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and _may_touch(request.user, obj)
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change and (changes := _role_changes(form)):
+            audit.record("role_changed", actor=request.user, request=request, target=form.instance.get_username(),
+                         detail="; ".join(changes))
+
     @admin.action(description="Log out everywhere (end every session)", permissions=["change"])
     def logout_everywhere(self, request, queryset):
         users = [user for user in queryset if _may_touch(request.user, user)]
@@ -51,3 +59,23 @@ class UserAdmin(auth_admin.UserAdmin):
 
 def _may_touch(actor, user) -> bool:
     return user is None or not user.is_superuser or actor.is_superuser
+
+
+def _role_changes(form) -> list[str]:
+    """What the user change form changed of someone's access, e.g. ["is_staff on", "groups +Operator -Viewer"]."""
+    changes = []
+    for name in ("is_active", "is_staff", "is_superuser", "groups", "user_permissions"):
+        if name not in form.changed_data:
+            continue
+        value = form.cleaned_data[name]
+        if isinstance(value, bool):
+            changes.append(f"{name} {'on' if value else 'off'}")
+            continue
+        before, after = set(form.initial.get(name) or ()), set(value)
+        changes.append(" ".join([name, *(f"+{_label(x)}" for x in after - before),
+                                 *(f"-{_label(x)}" for x in before - after)]))
+    return changes
+
+
+def _label(role: Group | Permission) -> str:
+    return role.name if isinstance(role, Group) else f"{role.content_type.app_label}.{role.codename}"

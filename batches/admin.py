@@ -74,6 +74,20 @@ class ConnectionAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         return ConnectionForm.Meta.fields + (self.readonly_fields if obj else [])
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit.connection_saved(obj, created=not change, changed=form.changed_data, actor=request.user,
+                               request=request)
+
+    def delete_model(self, request, obj):
+        audit.connection_deleted(obj, actor=request.user, request=request)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for connection in queryset:
+            audit.connection_deleted(connection, actor=request.user, request=request)
+        super().delete_queryset(request, queryset)
+
     @admin.display(description="API key")
     def api_key_hint(self, obj):
         return obj.api_key_hint
