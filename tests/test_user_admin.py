@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
+from batches.models import AuditEvent
 from tests.conftest import PASSWORD
 
 
@@ -89,3 +90,11 @@ def test_a_superuser_grants_and_edits_superuser_status(client, root):
     assert 'name="is_superuser"' in client.get(f"/admin/auth/user/{ana.pk}/change/").content.decode()
     assert client.post(f"/admin/auth/user/{ana.pk}/change/", _form(ana, is_superuser="on")).status_code == 302
     assert User.objects.get(pk=ana.pk).is_superuser
+
+
+def test_an_admin_deletes_an_ordinary_user_whose_events_stay(client, admin):
+    ana = User.objects.create_user("ana", password=PASSWORD)
+    AuditEvent.objects.create(action="login", user=ana, username="ana")
+    assert client.post(f"/admin/auth/user/{ana.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not User.objects.filter(username="ana").exists()
+    assert AuditEvent.objects.filter(username="ana", user=None).exists()
