@@ -175,6 +175,16 @@ class Connection(models.Model):
             return "importing"
         return "degraded" if self.warning else "ok"
 
+    def forget_sync_state(self) -> None:
+        """Start over as a connection never synced: health, schedule, walk, order and counters (not saved)."""
+        for name in ("last_attempt_at", "last_success_at", "next_sync_at", "sync_interval", "last_full_walk_at",
+                     "lease_until"):
+            setattr(self, name, None)
+        for name in ("last_error", "warning", "walk_cursor", "tail_cursor", "list_order", "lease_token"):
+            setattr(self, name, "")
+        self.consecutive_failures = self.unreadable_batches = self.walk_unreadable = 0
+        self.full_walk_due, self.walk_anomaly = True, False
+
     def stored_batches(self) -> int:
         return self.batches.count()
 
