@@ -16,14 +16,13 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import requests
-from _setup import ROOT, run_on_private_database, table
+from _setup import ROOT, free_port, run_on_private_database, stop_processes, table, wait_http
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -56,23 +55,6 @@ def main() -> None:
     run_on_private_database(parser, "freshness", run)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer")
-
-
 def run(args) -> None:
     from django.contrib.auth.models import Group, User
     from django.db import connection as db
@@ -81,7 +63,7 @@ def run(args) -> None:
     from playwright.sync_api import sync_playwright
 
     workdir = os.path.dirname(db.settings_dict["NAME"]) if db.vendor == "sqlite" else str(ROOT / "var")
-    sim_port, web_port = _free_port(), _free_port()
+    sim_port, web_port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     env = {**os.environ, "DEBUG": "1", "CELERY_BROKER_URL": f"sqla+sqlite:///{workdir}/broker-{web_port}.sqlite3"}
     for name in ("SYNC_ACTIVE_INTERVAL", "SYNC_TRANSITION_INTERVAL", "SYNC_TICK_SECONDS", "LIVE_POLL_SECONDS"):
@@ -138,8 +120,8 @@ def run(args) -> None:
                 pass
 
     try:
-        _wait_http(sim_url + "/_sim/stats")
-        _wait_http(f"http://127.0.0.1:{web_port}/healthz")
+        wait_http(sim_url + "/_sim/stats")
+        wait_http(f"http://127.0.0.1:{web_port}/healthz")
         # What is there at the start is history: only changes from now on count.
         for b in requests.get(sim_url + "/_sim/batches", timeout=5).json()["data"]:
             truth[f"{b['id']} {b['status'].split('_')[0]}"] = 0.0
@@ -165,13 +147,7 @@ def run(args) -> None:
             browser.close()
     finally:
         stop.set()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
     rows = []
     for cadence, values in delays.items():
         values.sort()

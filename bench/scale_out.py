@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from _setup import ROOT, run_on_private_database, table
+from _setup import ROOT, run_on_private_database, stop_processes, table
 
 
 def main() -> None:
@@ -94,13 +94,7 @@ def run(args) -> None:
             time.sleep(0.1)
     finally:
         stop.set()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
     minutes = (time.monotonic() - run_started) / 60
     stats = [server.stats() for server in servers]
     for server in servers:
