@@ -253,7 +253,14 @@ def test_the_lease_is_renewed_between_pages_so_a_slow_cycle_is_never_doubled(set
     with SimulatorServer(sim, api_key=SIM_KEY, latency_ms=250) as server:
         conn = _connection(server.url, key=SIM_KEY)
         results = {}
-        first = threading.Thread(target=lambda: results.setdefault("first", _sync(conn)))
+
+        def first_sync():
+            try:
+                results["first"] = _sync(conn)
+            finally:
+                connections.close_all()  # this thread's own database connection
+
+        first = threading.Thread(target=first_sync)
         first.start()
         time.sleep(1.6)
         results["second"] = _sync(conn)
