@@ -146,6 +146,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "dashboard.urls"
+# Error pages and reports hide passwords in URLs and keys, in settings, the environment and tracebacks.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "batches.errors.SafeReporterFilter"
 WSGI_APPLICATION = "dashboard.wsgi.application"
 
 TEMPLATES = [
