@@ -146,6 +146,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "dashboard.urls"
+# Error pages and reports hide passwords in URLs and keys, in settings, the environment and tracebacks.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "batches.errors.SafeReporterFilter"
 WSGI_APPLICATION = "dashboard.wsgi.application"
 
 TEMPLATES = [
@@ -298,6 +300,12 @@ SYNC_TASK_SOFT_TIME_LIMIT = env_number(
 SYNC_TASK_TIME_LIMIT = env_number("SYNC_TASK_TIME_LIMIT", SYNC_TASK_SOFT_TIME_LIMIT + 60, minimum=2)
 # Data is stale once the last success is older than its scheduled interval plus this grace.
 SYNC_STALE_GRACE_SECONDS = env_number("SYNC_STALE_GRACE_SECONDS", 30.0, cast=float)
+
+# /healthz (batches/health.py): who sees each connection's health, whether stale data fails the check, and
+# how long the broker may take to answer.
+HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
+HEALTHZ_STALE_IS_ERROR = env_bool("HEALTHZ_STALE_IS_ERROR", False)
+HEALTHZ_BROKER_TIMEOUT = env_number("HEALTHZ_BROKER_TIMEOUT", 2.0, minimum=0.1, cast=float)
 
 # Snapshots of terminal batches older than this are thinned (status changes are always kept).
 SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
