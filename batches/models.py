@@ -254,6 +254,8 @@ class Batch(models.Model):
             models.Index(fields=["status", "-created_at"], name="batch_status_newest"),
             # the list page filtered by connection
             models.Index(fields=["connection", "-created_at"], name="batch_connection_newest"),
+            # sync: a connection's active batches (refresh, cadence) without scanning all its batches
+            models.Index(fields=["connection", "status"], name="batch_connection_status"),
             # the list page filtered by model / by endpoint
             models.Index(fields=["model", "-created_at"], name="batch_model_newest"),
             models.Index(fields=["endpoint", "-created_at"], name="batch_endpoint_newest"),
