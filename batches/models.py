@@ -202,6 +202,16 @@ class Connection(models.Model):
             return "importing"
         return "degraded" if self.warning else "ok"
 
+    def forget_sync_state(self) -> None:
+        """Start over as a connection never synced: health, schedule, walk, order and counters (not saved)."""
+        for name in ("last_attempt_at", "last_success_at", "next_sync_at", "sync_interval", "last_full_walk_at",
+                     "lease_until"):
+            setattr(self, name, None)
+        for name in ("last_error", "warning", "walk_cursor", "tail_cursor", "list_order", "lease_token"):
+            setattr(self, name, "")
+        self.consecutive_failures = self.unreadable_batches = self.walk_unreadable = 0
+        self.full_walk_due, self.walk_anomaly = True, False
+
     def stored_batches(self) -> int:
         return self.batches.count()
 
@@ -271,6 +281,8 @@ class Batch(models.Model):
             models.Index(fields=["status", "-created_at"], name="batch_status_newest"),
             # the list page filtered by connection
             models.Index(fields=["connection", "-created_at"], name="batch_connection_newest"),
+            # sync: a connection's active batches (refresh, cadence) without scanning all its batches
+            models.Index(fields=["connection", "status"], name="batch_connection_status"),
             # the list page filtered by model / by endpoint
             models.Index(fields=["model", "-created_at"], name="batch_model_newest"),
             models.Index(fields=["endpoint", "-created_at"], name="batch_endpoint_newest"),

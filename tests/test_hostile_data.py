@@ -5,6 +5,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from django.urls import reverse
@@ -114,8 +115,9 @@ def _serving(handler):
 
 
 @pytest.fixture
-def hostile(db):
-    with _serving(_Hostile) as url:
+def hostile(db, request):
+    """A connection to the hostile server; a test picks another handler with `indirect` parametrization."""
+    with _serving(getattr(request, "param", _Hostile)) as url:
         conn = Connection(name=EVIL, slug="hostile", base_url=url)
         conn.set_api_key("sk-hostile")
         conn.save()
@@ -150,6 +152,101 @@ def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
     assert "unknown: paused_for_review" in pages[0].content.decode()
 
 
+# ----- more shapes: a path-like id, metadata nested 600 deep, an oldest-first list ------------------------
+PATH_LIKE_ID = "gw/batch/../42"
+TRUNCATED = "[truncated by Batchboard]"
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {"leaf": EVIL}
+    for _ in range(levels):
+        value = {"n": value}
+    return value
+
+
+def _more_hostile_batches() -> list[dict]:
+    """Newer than every batch of `_hostile_batches()`."""
+    base = {"object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": "file-1",
+            "completion_window": "24h", "status": "completed"}
+    return [
+        {**base, "id": PATH_LIKE_ID, "created_at": 1_800_000_011, "metadata": {"description": "via a gateway"}},
+        {**base, "id": "batch_deep_metadata", "created_at": 1_800_000_010, "metadata": _nested(600)},
+    ]
+
+
+class _HostileShapes(_Hostile):
+    """Lists `_more_hostile_batches()` and `_hostile_batches()` newest first, in pages (`limit`, `after`)."""
+
+    oldest_first = False
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path != "/v1/batches":
+            return super().do_GET()
+        rows = _more_hostile_batches() + _hostile_batches()
+        if self.oldest_first:
+            rows.reverse()
+        query = dict(parse_qsl(url.query))
+        ids = [row.get("id") if isinstance(row, dict) else None for row in rows]
+        start = ids.index(query["after"]) + 1 if query.get("after") else 0
+        end = start + int(query.get("limit", 20))
+        body = json.dumps({"object": "list", "data": rows[start:end], "has_more": end < len(rows)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _HostileOldestFirst(_HostileShapes):
+    """The same list the other way round, as some OpenAI-compatible gateways serve it."""
+
+    oldest_first = True
+
+
+@pytest.mark.parametrize("hostile", [_HostileShapes], indirect=True)
+def test_a_path_like_id_is_listed_and_its_page_answers(client, login, hostile):
+    assert not sync_connection(connection_id=hostile.pk).error
+    assert Batch.objects.filter(batch_id=PATH_LIKE_ID).exists()
+    login("viewer")
+    listing = client.get("/")
+    assert listing.status_code == 200 and 'href="/batches/hostile/~Z3cvYmF0Y2gvLi4vNDI/"' in listing.content.decode()
+    page = client.get("/batches/hostile/~Z3cvYmF0Y2gvLi4vNDI/")
+    assert page.status_code == 200 and "via a gateway" in page.content.decode()
+    assert PATH_LIKE_ID in page.content.decode()
+    files = client.get("/batches/hostile/~Z3cvYmF0Y2gvLi4vNDI/files/", HTTP_HX_REQUEST="true")
+    assert files.status_code == 200
+
+
+@pytest.mark.parametrize("hostile", [_HostileShapes], indirect=True)
+def test_metadata_nested_600_deep_is_stored_bounded_and_shown(client, login, hostile):
+    for _ in range(2):
+        assert not sync_connection(connection_id=hostile.pk).error
+    depth, node = 0, Batch.objects.get(batch_id="batch_deep_metadata").metadata
+    while isinstance(node, dict):
+        node, depth = node.get("n"), depth + 1
+    assert depth <= 33 and node == TRUNCATED
+    hostile.refresh_from_db()
+    assert hostile.health() != "failing"
+    login("viewer")
+    assert client.get("/").status_code == 200
+    page = client.get("/batches/hostile/batch_deep_metadata/")
+    assert page.status_code == 200 and TRUNCATED in page.content.decode()
+
+
+@pytest.mark.parametrize("hostile", [_HostileOldestFirst], indirect=True)
+def test_an_oldest_first_list_is_imported_whole(hostile, settings):
+    settings.SYNC_PAGE_SIZE = 3  # four pages
+    valid = {b["id"] for b in _more_hostile_batches() + _hostile_batches() if isinstance(b, dict) and "id" in b}
+    for _ in range(2):
+        assert not sync_connection(connection_id=hostile.pk).error
+    assert set(Batch.objects.values_list("batch_id", flat=True)) == valid and len(valid) == 9
+    hostile.refresh_from_db()
+    assert hostile.list_order == "oldest_first" and hostile.tail_cursor == PATH_LIKE_ID
+    assert hostile.health() == "ok"  # not failing, not degraded: the order is the server's, consistently
+
+
+# ----- a key echoed in an error ---------------------------------------------------------------------------
 KEYS = {
     "openai project key": "sk-proj-" + "Ab1Cd2Ef3" * 6,
     "40 hex characters": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches', '0008_sync_budget_and_order'),
+        ('batches', '0009_batch_connection_status'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
