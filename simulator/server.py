@@ -166,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault:
             self.server.stats.count(endpoint, "dropped" if fault == "drop" else _FAULT_STATUS.get(fault, "200"), fault)
             return self._fault(fault, route, params)
+        self._count_as = endpoint  # counted by send_response, before the client can read the answer
         try:
             if self.headers.get("Authorization") != f"Bearer {self.server.api_key}" and self.server.api_key:
                 raise ApiError(401, "Incorrect API key provided. You can find your API key at "
@@ -174,11 +175,18 @@ class _Handler(BaseHTTPRequestHandler):
                 known = any(p.match(url.path) for _, p, _ in _ROUTES)
                 raise ApiError(405 if known else 404, f"Invalid URL ({method} {url.path})",
                                code=None if known else "unknown_url")
-            status = self._dispatch(route, params)
+            self._dispatch(route, params)
         except ApiError as exc:
-            status = exc.status
             self._send_json(exc.status, exc.envelope())
-        self.server.stats.count(endpoint, str(status), None)
+
+    _count_as = None
+
+    def send_response(self, code, message=None):
+        if self._count_as:
+            # Counted before the answer leaves: a client reading the stats right after its answer sees it.
+            self.server.stats.count(self._count_as, str(code), None)
+            self._count_as = None
+        super().send_response(code, message)
 
     def _dispatch(self, route: str, params: dict) -> int:
         sim = self.server.simulator
