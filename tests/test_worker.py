@@ -4,46 +4,10 @@ Eager mode would never touch the broker; this runs on SQLite + the file broker b
 PostgreSQL + Redis when DATABASE_URL / CELERY_BROKER_URL say so.
 """
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
-from django.db import connections
 
 from batches.models import Batch
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_worker(*extra: str) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "BATCHBOARD_USE_TEST_DATABASE": connections["default"].settings_dict["NAME"]}
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo", "-Q", "batchboard-test",
-         "--without-heartbeat", "--without-mingle", "--without-gossip", "--loglevel", "INFO", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def stop_worker(worker: subprocess.Popen) -> str:
-    worker.terminate()
-    try:
-        output, _ = worker.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        output, _ = worker.communicate()
-    return output
-
-
-def wait_for(predicate, seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return False
+from tests.processes import start_worker, stop_worker, wait_for
 
 
 @pytest.mark.slow
