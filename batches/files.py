@@ -69,6 +69,34 @@ def request_errors(batch: Batch) -> dict | None:
     return summary
 
 
+# Stream slots: FILE_STREAMS_PER_CONNECTION cache keys per connection, each taken with add() (atomic on Redis and
+# on the database cache). A holder that dies without giving its slot back loses it after a while; a long
+# download renews it.
+STREAM_SLOT_RENEW_SECONDS = 60
+
+
+def take_stream_slot(connection_id: int) -> str | None:
+    """A free stream slot of the connection (a cache key), or None when all are taken."""
+    for n in range(settings.FILE_STREAMS_PER_CONNECTION):
+        key = f"stream-slot:{connection_id}:{n}"
+        if cache.add(key, 1, _stream_slot_seconds()):
+            return key
+    return None
+
+
+def renew_stream_slot(key: str) -> None:
+    cache.touch(key, _stream_slot_seconds())
+
+
+def give_back_stream_slot(key: str) -> None:
+    cache.delete(key)
+
+
+def _stream_slot_seconds() -> float:
+    """Longer than the longest gap between renewals: a renewal period plus one read that stalls."""
+    return 2 * (STREAM_SLOT_RENEW_SECONDS + settings.FILE_STREAM_STALL_SECONDS)
+
+
 def _cache_key(kind: str, *parts) -> str:
     """File ids come from the API: hash them so any string makes a valid cache key."""
     return f"{kind}:" + hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
