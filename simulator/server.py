@@ -4,6 +4,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -116,6 +117,11 @@ class _Server(ThreadingHTTPServer):
         self.stats = Stats()
         self._request_counter = 0
         self._counter_lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client that hung up (one that cut a slow answer, say): nothing to report
+        super().handle_error(request, client_address)
 
     def next_request_id(self) -> str:
         with self._counter_lock:
