@@ -18,7 +18,7 @@ from django.conf import settings
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from .models import Connection, KeyUnreadable
-from .redact import redact
+from .redact import shown
 
 # 429 bodies that mean "out of money", not "slow down": retrying cannot help.
 BILLING_CODES = {
@@ -30,14 +30,13 @@ BILLING_CODES = {
     "usage_limit_reached",
     "access_terminated",
 }
-_MESSAGE_LIMIT = 500
 
 
 class ApiError(Exception):
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  error_type: str | None = None, request_id: str = "", retry_after: float | None = None):
-        super().__init__(redact(message))
-        self.message = redact(message)
+        self.message = shown(message)
+        super().__init__(self.message)
         self.status, self.code, self.error_type = status, code, error_type
         self.request_id, self.retry_after = request_id, retry_after
 
@@ -117,7 +116,7 @@ class BatchApi:
         return self._json("GET", f"/files/{_segment(file_id)}")
 
     def file_content(self, file_id: str) -> requests.Response:
-        """The open, streamed response for a file's bytes; read it with iter_content, then close it."""
+        """The open, streamed response for a file's bytes; read it with stream_chunks, then close it."""
         return self._send("GET", f"/files/{_segment(file_id)}/content",
                           headers={"Accept": "application/octet-stream"})
 
@@ -198,7 +197,7 @@ def read_chunks(response: requests.Response, deadline: float | None, chunk_size:
             limits.append((started + max(grace, received / min_rate), f"the answer came slower than {min_rate:g} "
                                                                        "bytes/s"))
         until, why = min(limits)
-        cut = TransientError(f"{why}; cut off", status=response.status_code)
+        cut = TransientError(f"{why}; cut off")  # a network failure, whatever the status line said
         if until <= now:
             raise cut
         sock = getattr(getattr(raw, "connection", None), "sock", None)
@@ -209,8 +208,7 @@ def read_chunks(response: requests.Response, deadline: float | None, chunk_size:
         except (OSError, urllib3.exceptions.HTTPError) as exc:  # socket/urllib3 errors mid-body
             if time.monotonic() >= until:
                 raise cut from None
-            raise TransientError(f"the connection broke mid-answer: {type(exc).__name__}",
-                                 status=response.status_code) from None
+            raise TransientError(f"the connection broke mid-answer: {type(exc).__name__}") from None
         if not chunk:
             return
         received += len(chunk)
@@ -277,7 +275,7 @@ def _classify(response: requests.Response, deadline: float) -> ApiError:
     except (ValueError, AttributeError, RecursionError, ApiError, requests.RequestException):
         error = None
     if isinstance(error, dict):
-        message = str(error.get("message") or message)[:_MESSAGE_LIMIT]
+        message = str(error.get("message") or message)
         code = str(error["code"])[:100] if error.get("code") else None
         error_type = str(error["type"])[:100] if error.get("type") else None
     details = {"status": status, "code": code, "error_type": error_type, "request_id": request_id}

@@ -1,6 +1,7 @@
 """Odd and hostile API data: stored and displayed safely, nothing crashes."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -8,6 +9,7 @@ import pytest
 from django.urls import reverse
 
 from batches.models import Batch, Connection
+from batches.store import store_batch
 from batches.sync import sync_connection
 
 EVIL = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"
@@ -52,6 +54,8 @@ class _Hostile(BaseHTTPRequestHandler):
 
     def do_GET(self):
         batches = _hostile_batches()
+        if self.path.startswith("/broken/"):  # a 400 whose message is 60,000 characters
+            return self._send(400, {"error": {"message": "E" * 60_000, "type": "invalid_request_error"}})
         if self.path.startswith("/v1/batches?"):
             payload = {"object": "list", "data": batches, "has_more": False}
         elif self.path.startswith("/v1/batches/"):
@@ -64,8 +68,11 @@ class _Hostile(BaseHTTPRequestHandler):
                 return
         else:  # file metadata and content: garbage
             payload = {"bytes": "huge", "expires_at": "never"}
+        self._send(200, payload)
+
+    def _send(self, status: int, payload) -> None:
         body = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -110,3 +117,19 @@ def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
         body = response.content.decode()
         assert "<script>alert" not in body and "<img src=x" not in body
     assert "unknown: paused_for_review" in pages[0].content.decode()
+
+
+def test_api_error_text_is_shown_bounded_on_the_list_and_detail_pages(client, login, hostile):
+    """A validation error message of 1 MB, and a sync error of 60,000 characters."""
+    broken = Connection(name="Broken", slug="broken", base_url=hostile.base_url.replace("/v1", "/broken/v1"))
+    broken.set_api_key("sk-hostile")
+    broken.save()
+    store_batch(broken, {"id": "batch_huge_error", "object": "batch", "status": "failed", "created_at": 1_800_000_000,
+                         "errors": {"data": [{"code": "E" * 1_000_000, "message": "E" * 1_000_000, "line": 1}]}})
+    assert sync_connection(connection_id=broken.pk).error
+    login("admin")
+    for url in ("/", "/batches/broken/batch_huge_error/"):
+        page = client.get(url).content.decode()
+        assert len(page) < 150_000, url
+        assert max(len(run) for run in re.findall("E+", page)) <= 64 * 1024, url  # the raw JSON's cap
+        assert re.search(r"[ >]E{490,500}… \([\d,]+ more characters\)", page), url  # the messages' cap
