@@ -257,10 +257,10 @@ def batch_detail(request, slug: str, batch_id: str):
 @require_GET
 @vary_on_headers("HX-Request")
 def batch_files(request, slug: str, batch_id: str):
-    """File sizes/expiry and the grouped request errors: slow (API calls), so loaded after the page."""
+    """File sizes/expiry and the grouped request errors as far as the files queue has read them (never an API
+    call here); the panel polls until they are all there."""
     batch, can = _get_batch_for_user(request, slug, batch_id)
-    context = {"batch": batch, "can": can, "files": files.file_details(batch),
-               "request_errors": files.request_errors(batch)}
+    context = {"batch": batch, "can": can, **files.panel(batch)}
     template = "batches/files.html#batch-files" if request.htmx else "batches/files.html"
     return render(request, template, context)
 

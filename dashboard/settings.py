@@ -243,6 +243,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Reads of API files (error-file scans, file metadata) have their own queue, so they never hold up a sync:
+# run a worker for it (`-Q files`), see the README's Production section.
+CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "files"}}
 CELERY_BEAT_SCHEDULE = {
     "sync-due-connections": {
         "task": "batches.tasks.sync_due_connections",
@@ -301,6 +304,7 @@ SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 5, minimum=1)
 LIST_PAGE_SIZE = env_number("LIST_PAGE_SIZE", 50, minimum=1)
 ERROR_FILE_SCAN_BYTES = env_number("ERROR_FILE_SCAN_BYTES", 10 * 1024 * 1024, minimum=1024)
+ERROR_FILE_SCAN_SECONDS = env_number("ERROR_FILE_SCAN_SECONDS", 120.0, minimum=0.1, cast=float)
 DOWNLOAD_CHUNK_BYTES = env_number("DOWNLOAD_CHUNK_BYTES", 64 * 1024, minimum=1024)
 # File streams (downloads through the dashboard, error-file scans in the background) are cut when nothing
 # arrives for the stall time, or when, after the grace time, they average under the minimum pace: a server

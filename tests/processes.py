@@ -20,7 +20,7 @@ def subprocess_env(**extra: str) -> dict:
 
 def start_worker(*extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo", "-Q", "batchboard-test",
+        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo", "-Q", "batchboard-test,batchboard-test-files",
          "--without-heartbeat", "--without-mingle", "--without-gossip", "--loglevel", "INFO", *extra],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

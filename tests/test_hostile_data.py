@@ -3,12 +3,14 @@
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.urls import reverse
 
-from batches.models import Batch, Connection
+from batches.files import read_batch_files
+from batches.models import AuditEvent, Batch, Connection
 from batches.store import store_batch
 from batches.sync import sync_connection
 
@@ -28,7 +30,7 @@ def _hostile_batches() -> list[dict]:
          "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
          "request_counts": None, "usage": None, "metadata": None},
         {**base, "id": "batch_huge_metadata", "status": "completed", "created_at": 1_800_000_007,
-         "metadata": {f"key{i}-{EVIL}": ("v" * 5000) + EVIL for i in range(300)}},
+         "error_file_id": "file-drip", "metadata": {f"key{i}-{EVIL}": ("v" * 5000) + EVIL for i in range(300)}},
         {**base, "id": "batch_evil_strings", "status": "failed", "created_at": 1_800_000_006, "model": EVIL,
          "endpoint": EVIL, "input_file_id": EVIL, "output_file_id": EVIL, "completion_window": EVIL,
          "metadata": {"description": EVIL, "unicode": UNICODE},
@@ -56,6 +58,18 @@ class _Hostile(BaseHTTPRequestHandler):
         batches = _hostile_batches()
         if self.path.startswith("/broken/"):  # a 400 whose message is 60,000 characters
             return self._send(400, {"error": {"message": "E" * 60_000, "type": "invalid_request_error"}})
+        if self.path.endswith("/content"):  # a file drip-fed one byte every 50 ms
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            try:
+                for _ in range(10000):
+                    self.wfile.write(b"{")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            return
         if self.path.startswith("/v1/batches?"):
             payload = {"object": "list", "data": batches, "has_more": False}
         elif self.path.startswith("/v1/batches/"):
@@ -66,7 +80,7 @@ class _Hostile(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-        else:  # file metadata and content: garbage
+        else:  # file metadata: garbage
             payload = {"bytes": "huge", "expires_at": "never"}
         self._send(200, payload)
 
@@ -91,7 +105,13 @@ def hostile(db):
     server.server_close()
 
 
-def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
+@pytest.fixture
+def quick_cuts(settings):
+    """A drip-fed stream is cut after 0.3 s."""
+    settings.FILE_STREAM_MIN_BYTES_PER_SECOND, settings.FILE_STREAM_GRACE_SECONDS = 100, 0.3
+
+
+def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile, quick_cuts):
     result = sync_connection(connection_id=hostile.pk)
     assert not result.error, result.error
     assert result.seen == 7 and len(result.problems) == 2  # the string and the id-less object
@@ -111,12 +131,29 @@ def test_hostile_payloads_are_stored_and_shown_safely(client, login, hostile):
     pages = [client.get("/"), client.get("/?q=script"), client.get("/?status=unknown")]
     urls = [reverse("batch-detail", args=["hostile", batch_id]) for batch_id in stored]  # "batch_é…" is encoded
     pages += [client.get(url) for url in urls]
+    for batch in stored.values():
+        read_batch_files(batch.pk)  # garbage metadata, a drip-fed error file
     pages += [client.get(url + "files/", HTTP_HX_REQUEST="true") for url in urls]
     for response in pages:
         assert response.status_code == 200, response.request["PATH_INFO"]
         body = response.content.decode()
         assert "<script>alert" not in body and "<img src=x" not in body
     assert "unknown: paused_for_review" in pages[0].content.decode()
+    drip_panel = client.get(reverse("batch-files", args=["hostile", "batch_huge_metadata"]), HTTP_HX_REQUEST="true")
+    assert "The error file could not be read right now: Network error: the answer came slower than 100 bytes/s" in \
+        drip_panel.content.decode()
+
+
+def test_a_drip_fed_download_is_cut_and_audited(client, login, hostile, quick_cuts):
+    sync_connection(connection_id=hostile.pk)
+    login("operator")
+    started = time.monotonic()
+    response = client.get(reverse("batch-download", args=["hostile", "batch_huge_metadata", "error"]))
+    with pytest.raises(Exception, match="slower than 100 bytes/s"):
+        b"".join(response.streaming_content)
+    assert time.monotonic() - started < 1
+    event = AuditEvent.objects.get()
+    assert event.ok is False and event.result.startswith("file-drip: cut after ")
 
 
 def test_api_error_text_is_shown_bounded_on_the_list_and_detail_pages(client, login, hostile):
