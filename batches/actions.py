@@ -9,7 +9,7 @@ from django.conf import settings
 
 from . import files
 from .client import ApiError, BatchApi, TransientError, stream_chunks
-from .models import AuditEvent, Batch, Connection, KeyUnreadable
+from .models import AuditEvent, Batch, Connection, KeyUnreadable, api_host_problem
 from .payload import MalformedPayload
 from .store import store_batch
 from .sync import refresh_batch
@@ -40,8 +40,11 @@ def audit(*, user, action: str, batch: Batch, outcome: Outcome, detail: str = ""
 
 
 def key_problem(connection: Connection) -> str:
-    """What to tell the user when the stored API key cannot be decrypted (it was encrypted with a key no
-    longer in BATCHBOARD_ENCRYPTION_KEYS), or "" when it can. Checked before any call is attempted."""
+    """What to tell the user when the stored API key cannot be used: it cannot be decrypted (it was encrypted
+    with a key no longer in BATCHBOARD_ENCRYPTION_KEYS) or may not be sent to the connection's host
+    (ALLOWED_API_HOSTS); "" when it can. Checked before any call is attempted."""
+    if problem := api_host_problem(connection.base_url):
+        return f"{problem}. Change the connection's base URL in the admin ({connection.name})."
     try:
         connection.api_key
     except KeyUnreadable as exc:

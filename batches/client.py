@@ -17,8 +17,8 @@ import urllib3
 from django.conf import settings
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
-from .models import Connection, KeyUnreadable
-from .redact import shown
+from .models import Connection, KeyUnreadable, api_host_problem
+from .redact import remember_secret, shown
 
 # 429 bodies that mean "out of money", not "slow down": retrying cannot help.
 BILLING_CODES = {
@@ -62,6 +62,7 @@ class BatchApi:
     Use it as a context manager (`with BatchApi.for_connection(c) as api:`) so its sockets close."""
 
     def __init__(self, *, base_url: str, api_key: str, organization: str = "", project: str = ""):
+        remember_secret(api_key)  # an error that echoes it is redacted whatever its format
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers.update({
@@ -77,6 +78,9 @@ class BatchApi:
 
     @classmethod
     def for_connection(cls, connection: Connection) -> "BatchApi":
+        # Checked here too, not only in the forms: a row edited in the database cannot send its key elsewhere.
+        if problem := api_host_problem(connection.base_url):
+            raise PermanentError(problem, error_type="configuration")
         try:
             key = connection.api_key
         except KeyUnreadable as exc:

@@ -5,6 +5,7 @@ functions; there is no other sync code path.
 """
 
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class _Cycle:
     started: float
     covered: set = field(default_factory=set)
     walk_done: bool = False
+    head_pages: int = 0  # list pages the head read took
+    head_cursor: str | None = None  # where the head read stopped (the next page's `after`), unless it ended
 
     def has_time(self) -> bool:
         return time.monotonic() - self.started < settings.SYNC_CYCLE_BUDGET_SECONDS
@@ -97,7 +100,9 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
        first page it sends) is read forward from its tail cursor instead. Every page is stored whatever
        its order; ids repeating, order broken or a cursor that does not move mark the connection
        degraded (a warning) and schedule a full walk.
-    3. Retrieve individually each stored active batch the pages did not cover, least recently synced first.
+    3. Retrieve individually each stored active batch the pages did not cover, least recently synced first;
+       when many active batches sit below the head, read on down the list instead if that takes fewer
+       requests (a page holds SYNC_PAGE_SIZE batches).
     4. A full walk (first import, `full=True`, every SYNC_FULL_WALK_HOURS, or after an anomaly) goes on
        from the cursor it saved after its last page; when it starts at the top it is the head read too.
        A clean walk to the end clears the warning.
@@ -155,7 +160,7 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
             log.exception("sync %s: could not record the failure; the lease expires by itself", connection.slug)
     result.seconds = time.monotonic() - started
     if not result.error:
-        _record_success(connection, token, result)
+        _record_success(connection, token, result, started_at=now)
     return result
 
 
@@ -182,6 +187,7 @@ def _run(cycle: _Cycle, *, full: bool, now: datetime) -> None:
         _read_list(cycle, kind="walk", after=None)  # a walk from the top reads the head too
     else:
         _read_list(cycle, kind="head", after=None)
+        _read_deeper_when_cheaper(cycle)
     _refresh_uncovered(cycle)
     if walking and not cycle.walk_done and cycle.has_time():
         _read_list(cycle, kind="walk", after=connection.walk_cursor or None)
@@ -203,7 +209,9 @@ def due_connection_ids(now: datetime | None = None, *, only: list[int] | None = 
     """Connections whose next sync time has come (of `only`, when given); each is pushed back by one
     lease so it is enqueued once per lease, not once per tick."""
     now = now or timezone.now()
-    due = Connection.objects.filter(enabled=True).filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=now))
+    # Due within half a tick: run it now rather than a whole tick late.
+    soon = now + timedelta(seconds=settings.SYNC_TICK_SECONDS / 2)
+    due = Connection.objects.filter(enabled=True).filter(Q(next_sync_at__isnull=True) | Q(next_sync_at__lte=soon))
     due = due.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
     if only is not None:
         due = due.filter(pk__in=only)
@@ -245,9 +253,10 @@ def _full_walk_due(connection: Connection, now: datetime) -> bool:
     return now - connection.last_full_walk_at > timedelta(hours=settings.SYNC_FULL_WALK_HOURS)
 
 
-def _read_list(cycle: _Cycle, *, kind: str, after: str | None) -> None:
+def _read_list(cycle: _Cycle, *, kind: str, after: str | None, until: datetime | None = None) -> None:
     """Read list pages from `after` and store what they hold, until the list ends, the budget is spent,
-    an anomaly makes the cursor untrustworthy, or (kind "head") a page reaches batches stored before.
+    an anomaly makes the cursor untrustworthy, (kind "head") a page reaches batches stored before, or
+    (kind "deep") the pages reach batches created before `until`.
 
     kind "walk" saves its cursor after every page and completes the full walk at the end of the list;
     kind "tail" (oldest-first servers) saves the tail cursor after every page."""
@@ -287,6 +296,9 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None) -> None:
         seen.update(i for i in ids if i)
         cursor = next((i for i in reversed(ids) if isinstance(i, str) and i), None)
         end = not page.get("has_more") or not data
+        if kind in ("head", "deep"):
+            cycle.head_pages += 1
+            cycle.head_cursor = None if end else cursor
         if kind == "walk" and cursor:
             cycle.renew_lease(walk_cursor=cursor)
         elif kind == "tail" and cursor:
@@ -301,6 +313,8 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None) -> None:
                 _complete_walk(cycle, tail=cursor or after)  # the whole list, from the top to its end
             return
         if kind == "head" and reached_known:
+            return
+        if kind == "deep" and last_created is not None and last_created < until:
             return
         if not cursor or cursor == after:
             _anomaly(cycle, "the list cursor did not advance", kind=kind)
@@ -442,19 +456,37 @@ def _unreadable(cycle: _Cycle, payload, exc: Exception) -> None:
     log.warning("sync %s: skipped %s", cycle.connection.slug, redact(text))
 
 
+def _uncovered_active(cycle: _Cycle) -> list[tuple[str, datetime | None]]:
+    """Stored batches still moving that no page of this cycle held, least recently synced first."""
+    give_up = timezone.now() - timedelta(hours=settings.SYNC_MISSING_GIVE_UP_HOURS)
+    pending = (
+        Batch.objects.filter(connection=cycle.connection, status__in=ACTIVE_STATUSES)
+        .filter(Q(missing_since__isnull=True) | Q(missing_since__gt=give_up))
+        .order_by("last_synced_at")
+        .values_list("batch_id", "created_at")
+    )
+    return [(batch_id, created) for batch_id, created in pending if batch_id not in cycle.covered]
+
+
+def _read_deeper_when_cheaper(cycle: _Cycle) -> None:
+    """Many active batches below the head: reading on down the list (100 a page) can cost fewer requests
+    than retrieving each of them. Pick the cheaper of the two from what is stored."""
+    if cycle.head_cursor is None:
+        return
+    uncovered = _uncovered_active(cycle)
+    oldest = min((created for _, created in uncovered if created is not None), default=None)
+    if oldest is None:
+        return
+    depth = Batch.objects.filter(connection=cycle.connection, created_at__gte=oldest).count()
+    more_pages = math.ceil(depth / settings.SYNC_PAGE_SIZE) - cycle.head_pages
+    if more_pages < len(uncovered):
+        _read_list(cycle, kind="deep", after=cycle.head_cursor, until=oldest)
+
+
 def _refresh_uncovered(cycle: _Cycle) -> None:
     """Step 3: every stored batch that is still moving but was not on the pages read, oldest news first."""
     connection, result = cycle.connection, cycle.result
-    give_up = timezone.now() - timedelta(hours=settings.SYNC_MISSING_GIVE_UP_HOURS)
-    pending = (
-        Batch.objects.filter(connection=connection, status__in=ACTIVE_STATUSES)
-        .filter(Q(missing_since__isnull=True) | Q(missing_since__gt=give_up))
-        .order_by("last_synced_at")
-        .values_list("batch_id", flat=True)
-    )
-    for batch_id in list(pending):
-        if batch_id in cycle.covered:
-            continue
+    for batch_id, _ in _uncovered_active(cycle):
         if not cycle.has_time():
             result.cut_short = True
             return
@@ -476,7 +508,7 @@ def _refresh_uncovered(cycle: _Cycle) -> None:
             _store_one(cycle, fields)
 
 
-def _record_success(connection: Connection, token: str, result: SyncResult) -> None:
+def _record_success(connection: Connection, token: str, result: SyncResult, *, started_at: datetime) -> None:
     now = timezone.now()
     connection.refresh_from_db(fields=["walk_cursor", "full_walk_due", "walk_unreadable", "unreadable_batches",
                                        "warning", "tail_cursor"])
@@ -488,7 +520,8 @@ def _record_success(connection: Connection, token: str, result: SyncResult) -> N
         "last_error": "",
         "consecutive_failures": 0,
         "sync_interval": interval,
-        "next_sync_at": now + timedelta(seconds=interval),
+        # From the start of the cycle, so a 5 s cadence is every 5 s, not every 5 s plus the cycle's length.
+        "next_sync_at": max(started_at + timedelta(seconds=interval), now),
         "lease_until": None,
         "lease_token": "",
     }

@@ -11,15 +11,15 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import connection as db_connection
 from django.db.models import Count, F, Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import actions, files, insights
+from . import actions, files, health, insights
 from .client import ApiError, BatchApi, PermanentError
 from .models import FILE_KINDS, KNOWN_STATUSES, Batch, Connection
 
@@ -358,32 +358,11 @@ def _file_problem(request, batch: Batch, kind: str, reason: str, status: int):
 
 # ----- health ------------------------------------------------------------------------------------
 @require_GET
+@never_cache
+@vary_on_headers("Authorization")
 def healthz(request):
-    """For load balancers and uptime monitors: no error text, no secrets."""
-    database = broker = False
-    try:
-        with db_connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        database = True
-    except Exception:  # noqa: BLE001 - the answer is the boolean
-        pass
-    try:
-        from dashboard.celery import app
-
-        with app.connection_for_read(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        broker = True
-    except Exception:  # noqa: BLE001
-        pass
-    connections = []
-    if database:
-        now = timezone.now()
-        connections = [
-            {"slug": c.slug,
-             "last_success_age_s": round((now - c.last_success_at).total_seconds()) if c.last_success_at else None}
-            for c in Connection.objects.filter(enabled=True).order_by("slug")
-        ]
-    ok = database and broker
-    return JsonResponse({"database": database, "broker": broker, "connections": connections},
-                        status=200 if ok else 503)
+    """For load balancers and uptime monitors: public up/down and freshness, details only with HEALTHZ_TOKEN."""
+    answer = health.report(detailed=health.token_matches(request.headers.get("Authorization", "")))
+    failed = answer["status"] == "down" or (answer["stale"] and settings.HEALTHZ_STALE_IS_ERROR)
+    return JsonResponse(answer, status=503 if failed else 200)
 

@@ -1,8 +1,11 @@
 """Shared by the bench scripts: a private database (SQLite file, or a fresh PostgreSQL database) and Django."""
 
 import os
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,3 +74,34 @@ def table(rows: list[tuple], headers: tuple) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    """Wait until something answers HTTP at `url` (any status)."""
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def stop_processes(processes: list) -> None:
+    """Terminate every process, then wait for each (killing one that does not stop)."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -11,31 +11,13 @@ import argparse
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
-from _setup import ROOT, setup_django, table
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
+from _setup import ROOT, free_port, setup_django, stop_processes, table, wait_http
 
 
 def _children(pid: int) -> list[int]:
@@ -73,9 +55,7 @@ def main() -> None:
     try:
         processes = run(args)
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(10)
+        stop_processes(processes)
         cleanup()
 
 
@@ -87,12 +67,12 @@ def run(args) -> list:
     from batches.models import Connection
     from batches.store import store_batch
 
-    sim_port, web_port = _free_port(), _free_port()
+    sim_port, web_port = free_port(), free_port()
     simulator = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(sim_port), "--api-key", "sk-bench"],
                                  cwd=ROOT, stdout=subprocess.DEVNULL)
     processes = [simulator]
     sim_url = f"http://127.0.0.1:{sim_port}"
-    _wait(sim_url + "/_sim/stats")
+    wait_http(sim_url + "/_sim/stats")
     lines = max(100, min(20000, int(args.megabytes * 1048576 / 2000)))  # ~2 KB lines at least, as real output
     payload = requests.post(sim_url + "/_sim/batches", timeout=60, json={
         "status": "completed", "lines": lines, "fail_share": 0, "created_at": time.time() - 7200,
@@ -116,7 +96,7 @@ def run(args) -> list:
                             "--timeout", "120", "--log-level", "warning"], cwd=ROOT, env=env)
     processes.append(web)
     web_url = f"http://127.0.0.1:{web_port}"
-    _wait(web_url + "/healthz")
+    wait_http(web_url + "/healthz")
     worker = _children(web.pid)[0]
 
     direct_bytes, direct_s = _fetch(f"{sim_url}/v1/files/{file_id}/content", headers=headers)

@@ -146,6 +146,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "dashboard.urls"
+# Error pages and reports hide passwords in URLs and keys, in settings, the environment and tracebacks.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "batches.errors.SafeReporterFilter"
 WSGI_APPLICATION = "dashboard.wsgi.application"
 
 TEMPLATES = [
@@ -246,10 +248,12 @@ CELERY_TIMEZONE = "UTC"
 # Reads of API files (error-file scans, file metadata) have their own queue, so they never hold up a sync:
 # run a worker for it (`-Q files`), see the README's Production section.
 CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "files"}}
+# How often beat looks for due connections; a connection due within half a tick is synced at once.
+SYNC_TICK_SECONDS = env_number("SYNC_TICK_SECONDS", 2.0, minimum=0.1, cast=float)
 CELERY_BEAT_SCHEDULE = {
     "sync-due-connections": {
         "task": "batches.tasks.sync_due_connections",
-        "schedule": env_number("SYNC_TICK_SECONDS", 5.0, minimum=0.1, cast=float),
+        "schedule": SYNC_TICK_SECONDS,
         "options": {"expires": 30},
     },
     "thin-snapshots": {
@@ -272,9 +276,14 @@ API_RETRY_BACKOFF = env_number("API_RETRY_BACKOFF", 0.5, cast=float)
 API_CALL_DEADLINE = env_number("API_CALL_DEADLINE", 20.0, minimum=0.1, cast=float)
 API_MAX_RESPONSE_BYTES = env_number("API_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=1024)
 API_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Hosts a stored API key may be sent to (`.example.com` also allows its subdomains); empty allows any.
+ALLOWED_API_HOSTS = [host.strip("[]").lower() for host in env_list("ALLOWED_API_HOSTS", "")]
 
 # The sync cadence (batches/sync.py).
-SYNC_ACTIVE_INTERVAL = env_number("SYNC_ACTIVE_INTERVAL", 15.0, cast=float)
+# Freshness: a change at the API is on an open page after about U(0, interval) + the broker's hand-over
+# + U(0, LIVE_POLL_SECONDS); 5 s and 2 s keep that under 10 s at p95 (bench/freshness.py), and a steady
+# cycle costs one request, so 5 s is 12 requests a minute.
+SYNC_ACTIVE_INTERVAL = env_number("SYNC_ACTIVE_INTERVAL", 5.0, cast=float)
 SYNC_TRANSITION_INTERVAL = env_number("SYNC_TRANSITION_INTERVAL", 5.0, cast=float)
 SYNC_IDLE_INTERVAL = env_number("SYNC_IDLE_INTERVAL", 60.0, cast=float)
 SYNC_FULL_WALK_HOURS = env_number("SYNC_FULL_WALK_HOURS", 24.0, cast=float)
@@ -297,11 +306,17 @@ SYNC_TASK_TIME_LIMIT = env_number("SYNC_TASK_TIME_LIMIT", SYNC_TASK_SOFT_TIME_LI
 # Data is stale once the last success is older than its scheduled interval plus this grace.
 SYNC_STALE_GRACE_SECONDS = env_number("SYNC_STALE_GRACE_SECONDS", 30.0, cast=float)
 
+# /healthz (batches/health.py): who sees each connection's health, whether stale data fails the check, and
+# how long the broker may take to answer.
+HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
+HEALTHZ_STALE_IS_ERROR = env_bool("HEALTHZ_STALE_IS_ERROR", False)
+HEALTHZ_BROKER_TIMEOUT = env_number("HEALTHZ_BROKER_TIMEOUT", 2.0, minimum=0.1, cast=float)
+
 # Snapshots of terminal batches older than this are thinned (status changes are always kept).
 SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 
 # The dashboard.
-LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 5, minimum=1)
+LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 2, minimum=1)
 LIST_PAGE_SIZE = env_number("LIST_PAGE_SIZE", 50, minimum=1)
 ERROR_FILE_SCAN_BYTES = env_number("ERROR_FILE_SCAN_BYTES", 10 * 1024 * 1024, minimum=1024)
 ERROR_FILE_SCAN_SECONDS = env_number("ERROR_FILE_SCAN_SECONDS", 120.0, minimum=0.1, cast=float)

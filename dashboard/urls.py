@@ -6,3 +6,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("batches.urls")),
 ]
+
+handler403 = "accounts.views.permission_denied"

@@ -4,7 +4,6 @@ capped per connection, and audited once with their outcome when the stream ends.
 import pytest
 
 from batches.client import TransientError
-from batches.models import AuditEvent
 from batches.store import store_batch
 
 
@@ -47,9 +46,9 @@ def test_download_streams_the_file_with_a_clear_name(client, operator, synced_ba
 
 def test_a_download_is_audited_once_when_it_ends_with_the_bytes_sent(client, operator, synced_batch):
     response = client.get(_url(synced_batch, "files/input/"))
-    assert not AuditEvent.objects.exists()  # not before the stream ends
+    assert not synced_batch.audit_events.exists()  # not before the stream ends
     size = len(b"".join(response.streaming_content))  # the test client closes it at the end
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert (event.action, event.detail, event.ok) == ("download", "input", True)
     assert event.result == f"{synced_batch.input_file_id}: completed, {size:,} bytes sent"
     assert event.request_id.startswith("req_")
@@ -64,7 +63,7 @@ def test_a_drip_fed_download_is_cut_and_audited_as_cut_with_its_bytes_sent(clien
     with pytest.raises(TransientError):
         for chunk in response.streaming_content:
             received.append(chunk)
-    event = AuditEvent.objects.get()
+    event = small_batch.audit_events.get()
     assert event.ok is False and 0 < len(received) < int(response["Content-Length"])
     assert event.result == (f"{small_batch.input_file_id}: cut after {len(received)} bytes sent: the answer came "
                             "slower than 200 bytes/s; cut off")
@@ -76,7 +75,7 @@ def test_a_stalled_download_is_cut_after_the_stall_time(client, operator, small_
     response = client.get(_url(small_batch, "files/input/"))
     with pytest.raises(TransientError):
         list(response.streaming_content)
-    assert AuditEvent.objects.get().result.endswith("cut after 1 bytes sent: nothing arrived for 0.3s; cut off")
+    assert small_batch.audit_events.get().result.endswith("cut after 1 bytes sent: nothing arrived for 0.3s; cut off")
 
 
 def test_a_download_the_client_leaves_is_audited_as_cut_by_the_client(rf, operator, synced_batch, settings):
@@ -89,7 +88,7 @@ def test_a_download_the_client_leaves_is_audited_as_cut_by_the_client(rf, operat
     chunks = iter(response)
     first, _ = next(chunks), next(chunks)  # the second is handed over but never confirmed sent
     _client_goes_away(response)
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert event.ok is False
     assert event.result == f"{synced_batch.input_file_id}: cut after {len(first):,} bytes sent: the client went away"
 
@@ -100,7 +99,7 @@ def test_downloads_over_the_cap_per_connection_are_refused_and_audited(client, o
     refused = client.get(_url(synced_batch, "files/input/"))
     assert first.status_code == 200 and refused.status_code == 503 and refused["Retry-After"]
     assert b"Too many downloads from this connection at once; try again shortly." in refused.content
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert (event.ok, event.result) == (False, "Too many downloads from this connection at once; try again shortly.")
     b"".join(first.streaming_content)
     again = client.get(_url(synced_batch, "files/input/"))
@@ -120,7 +119,7 @@ def test_an_expired_file_gives_a_clear_message_and_gives_its_slot_back(client, o
     for _ in range(2):
         response = client.get(_url(synced_batch, "files/input/"))
         assert response.status_code == 404 and b"has expired or was deleted" in response.content
-    assert list(AuditEvent.objects.values_list("ok", flat=True)) == [False, False]
+    assert list(synced_batch.audit_events.values_list("ok", flat=True)) == [False, False]
 
 
 def test_an_unknown_file_kind_is_404(client, operator, synced_batch):
@@ -132,5 +131,5 @@ def test_download_with_an_unreadable_key_says_to_enter_it_again(client, operator
     page = response.content.decode()
     assert response.status_code == 503
     assert lost_key in page and "the connection&#x27;s page in the admin" in page
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert (event.action, event.detail, event.ok) == ("download", "input", False) and lost_key in event.result

@@ -70,7 +70,7 @@ def _panel(client, batch) -> str:
 def test_the_first_view_schedules_one_read_and_calls_no_api(client, viewer, failed_batch, simulator, files_queue):
     simulator.reset_stats()
     page = _panel(client, failed_batch)
-    assert page.lstrip().startswith('<section id="batch-files"') and 'hx-trigger="every 5s' in page
+    assert page.lstrip().startswith('<section id="batch-files"') and 'hx-trigger="every ' in page
     assert "Reading the error file…" in page and page.count("reading…") == 3
     assert simulator.stats()["requests"] == 0
     for _ in range(3):  # the panel polls
@@ -140,7 +140,7 @@ def test_a_panel_whose_read_cannot_be_scheduled_says_so_at_once(client, viewer, 
     page = _panel(client, failed_batch)
     assert time.monotonic() - started < 1
     assert "Reading the files could not be scheduled: the task queue is unreachable." in page
-    assert 'hx-trigger="every 5s' in page
+    assert 'hx-trigger="every ' in page
 
 
 def test_a_connection_whose_key_cannot_be_read_says_so_and_stops_polling(client, viewer, failed_batch, lost_key):

@@ -1,18 +1,24 @@
 """Odd and hostile API data: stored and displayed safely, nothing crashes."""
 
 import json
+import logging
 import re
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from django.urls import reverse
 
+from batches.client import BatchApi, PermanentError
 from batches.files import read_batch_files
 from batches.models import AuditEvent, Batch, Connection
+from batches.redact import SHOWN_LIMIT
 from batches.store import store_batch
 from batches.sync import sync_connection
+from tests import payloads
 
 EVIL = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>"
 UNICODE = "数据 🚀 Ωμέγα \u202e evil \u0000 nul"
@@ -93,16 +99,50 @@ class _Hostile(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture
-def hostile(db):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+class _EchoesKey(BaseHTTPRequestHandler):
+    """Refuses every key and echoes it back: in the JSON error of the list, in the status line of a batch,
+    and for a file just where the client cuts long messages."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.path.startswith("/v1/batches?"):
+            body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}. Find yours elsewhere.",
+                                         "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+        elif self.path.startswith("/v1/files/"):
+            message = "x" * (SHOWN_LIMIT - 20) + key
+            body = json.dumps({"error": {"message": message, "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+        else:
+            body = b"unauthorized"
+            self.send_response(401, f"Key {key} is not valid")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextmanager
+def _serving(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    conn = Connection(name=EVIL, slug="hostile", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
-    conn.set_api_key("sk-hostile")
-    conn.save()
-    yield conn
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hostile(db, request):
+    """A connection to the hostile server; a test picks another handler with `indirect` parametrization."""
+    with _serving(getattr(request, "param", _Hostile)) as url:
+        conn = Connection(name=EVIL, slug="hostile", base_url=url)
+        conn.set_api_key("sk-hostile")
+        conn.save()
+        yield conn
 
 
 @pytest.fixture
@@ -152,7 +192,7 @@ def test_a_drip_fed_download_is_cut_and_audited(client, login, hostile, quick_cu
     with pytest.raises(Exception, match="slower than 100 bytes/s"):
         b"".join(response.streaming_content)
     assert time.monotonic() - started < 1
-    event = AuditEvent.objects.get()
+    event = Batch.objects.get(batch_id="batch_huge_metadata").audit_events.get()
     assert event.ok is False and event.result.startswith("file-drip: cut after ")
 
 
@@ -170,3 +210,138 @@ def test_api_error_text_is_shown_bounded_on_the_list_and_detail_pages(client, lo
         assert len(page) < 150_000, url
         assert max(len(run) for run in re.findall("E+", page)) <= 64 * 1024, url  # the raw JSON's cap
         assert re.search(r"[ >]E{490,500}… \([\d,]+ more characters\)", page), url  # the messages' cap
+
+
+# ----- more shapes: a path-like id, metadata nested 600 deep, an oldest-first list ------------------------
+PATH_LIKE_ID = "gw/batch/../42"
+TRUNCATED = "[truncated by Batchboard]"
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {"leaf": EVIL}
+    for _ in range(levels):
+        value = {"n": value}
+    return value
+
+
+def _more_hostile_batches() -> list[dict]:
+    """Newer than every batch of `_hostile_batches()`."""
+    base = {"object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": "file-1",
+            "completion_window": "24h", "status": "completed"}
+    return [
+        {**base, "id": PATH_LIKE_ID, "created_at": 1_800_000_011, "metadata": {"description": "via a gateway"}},
+        {**base, "id": "batch_deep_metadata", "created_at": 1_800_000_010, "metadata": _nested(600)},
+    ]
+
+
+class _HostileShapes(_Hostile):
+    """Lists `_more_hostile_batches()` and `_hostile_batches()` newest first, in pages (`limit`, `after`)."""
+
+    oldest_first = False
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path != "/v1/batches":
+            return super().do_GET()
+        rows = _more_hostile_batches() + _hostile_batches()
+        if self.oldest_first:
+            rows.reverse()
+        query = dict(parse_qsl(url.query))
+        ids = [row.get("id") if isinstance(row, dict) else None for row in rows]
+        start = ids.index(query["after"]) + 1 if query.get("after") else 0
+        end = start + int(query.get("limit", 20))
+        body = json.dumps({"object": "list", "data": rows[start:end], "has_more": end < len(rows)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _HostileOldestFirst(_HostileShapes):
+    """The same list the other way round, as some OpenAI-compatible gateways serve it."""
+
+    oldest_first = True
+
+
+@pytest.mark.parametrize("hostile", [_HostileShapes], indirect=True)
+def test_a_path_like_id_is_listed_and_its_page_answers(client, login, hostile):
+    assert not sync_connection(connection_id=hostile.pk).error
+    assert Batch.objects.filter(batch_id=PATH_LIKE_ID).exists()
+    login("viewer")
+    listing = client.get("/")
+    assert listing.status_code == 200 and 'href="/batches/hostile/~Z3cvYmF0Y2gvLi4vNDI/"' in listing.content.decode()
+    page = client.get("/batches/hostile/~Z3cvYmF0Y2gvLi4vNDI/")
+    assert page.status_code == 200 and "via a gateway" in page.content.decode()
+    assert PATH_LIKE_ID in page.content.decode()
+    files = client.get("/batches/hostile/~Z3cvYmF0Y2gvLi4vNDI/files/", HTTP_HX_REQUEST="true")
+    assert files.status_code == 200
+
+
+@pytest.mark.parametrize("hostile", [_HostileShapes], indirect=True)
+def test_metadata_nested_600_deep_is_stored_bounded_and_shown(client, login, hostile):
+    for _ in range(2):
+        assert not sync_connection(connection_id=hostile.pk).error
+    depth, node = 0, Batch.objects.get(batch_id="batch_deep_metadata").metadata
+    while isinstance(node, dict):
+        node, depth = node.get("n"), depth + 1
+    assert depth <= 33 and node == TRUNCATED
+    hostile.refresh_from_db()
+    assert hostile.health() != "failing"
+    login("viewer")
+    assert client.get("/").status_code == 200
+    page = client.get("/batches/hostile/batch_deep_metadata/")
+    assert page.status_code == 200 and TRUNCATED in page.content.decode()
+
+
+@pytest.mark.parametrize("hostile", [_HostileOldestFirst], indirect=True)
+def test_an_oldest_first_list_is_imported_whole(hostile, settings):
+    settings.SYNC_PAGE_SIZE = 3  # four pages
+    valid = {b["id"] for b in _more_hostile_batches() + _hostile_batches() if isinstance(b, dict) and "id" in b}
+    for _ in range(2):
+        assert not sync_connection(connection_id=hostile.pk).error
+    assert set(Batch.objects.values_list("batch_id", flat=True)) == valid and len(valid) == 9
+    hostile.refresh_from_db()
+    assert hostile.list_order == "oldest_first" and hostile.tail_cursor == PATH_LIKE_ID
+    assert hostile.health() == "ok"  # not failing, not degraded: the order is the server's, consistently
+
+
+# ----- a key echoed in an error ---------------------------------------------------------------------------
+KEYS = {
+    "openai project key": "sk-proj-" + "Ab1Cd2Ef3" * 6,
+    "40 hex characters": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+    "groq-style": "gsk_" + "Zx9Qw8Er7" * 6,
+    "JWT": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiYXRjaGJvYXJkIn0.c2lnbmF0dXJlLXZhbHVlLTEyMzQ",
+    "with / and +": "sk-live/Zm9vYmFy+YmF6cXV4/MTIzNDU2+Nzg5MA==",
+}
+
+
+@pytest.mark.parametrize("key", KEYS.values(), ids=KEYS.keys())
+def test_a_key_echoed_in_an_error_reaches_no_page_log_or_stored_text(client, login, db, caplog, key):
+    caplog.set_level(logging.DEBUG)
+    with _serving(_EchoesKey) as url:
+        conn = Connection(name="Echo", slug="echo", base_url=url)
+        conn.set_api_key(key)
+        conn.save()
+        batch, _ = store_batch(conn, payloads.IN_PROGRESS)
+        assert "HTTP 401" in sync_connection(connection_id=conn.pk).error
+        login("admin")
+        detail = f"/batches/echo/{batch.batch_id}/"
+        pages = [client.get("/"), client.get(detail), client.post(detail + "refresh/", HTTP_HX_REQUEST="true"),
+                 client.post(detail + "refresh/", follow=True),
+                 client.get("/admin/batches/connection/"), client.get(f"/admin/batches/connection/{conn.pk}/change/"),
+                 client.get("/admin/batches/auditevent/")]
+
+    assert "Incorrect API key provided: [redacted]" in Connection.objects.get().last_error
+    assert "Refresh failed: HTTP 401: Key [redacted] is not valid" in pages[2].content.decode()
+    stored = repr(list(Connection.objects.values("last_error"))) + repr(list(AuditEvent.objects.values()))
+    for text in [page.content.decode() for page in pages] + [stored, caplog.text]:
+        assert key not in text and key[-12:] not in text
+
+
+def test_a_key_echoed_where_a_long_message_is_cut_leaves_no_part_behind(db):
+    key = KEYS["40 hex characters"]
+    with _serving(_EchoesKey) as url, BatchApi(base_url=url, api_key=key) as api:
+        with pytest.raises(PermanentError) as refused:
+            api.file_metadata("file-1")
+    assert str(refused.value).endswith("x[redacted]") and key[:12] not in str(refused.value)

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 
-from batches.models import Batch, Connection
+from batches.models import Batch, Connection, default_poll_interval
 
 
 class Command(BaseCommand):
@@ -50,8 +50,8 @@ class Command(BaseCommand):
                 # The simulator keeps its world in memory: each start is a new account whose batch ids may
                 # repeat the last run's with other histories. Start its connection afresh.
                 cleared, _ = Batch.objects.filter(connection=connection).delete()
-                connection.full_walk_due, connection.last_success_at, connection.last_error = True, None, ""
-                connection.consecutive_failures, connection.next_sync_at = 0, None
+                connection.forget_sync_state()
+                connection.poll_interval = default_poll_interval()
                 connection.data_version += 1
                 if cleared:
                     self.stdout.write(f"Cleared the stored batches of the previous simulator run ({cleared} rows).")

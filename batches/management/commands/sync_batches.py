@@ -28,6 +28,6 @@ class Command(BaseCommand):
         for pk in ids:
             self.stdout.write(sync_connection(connection_id=pk, full=full).summary())
         while loop:
-            time.sleep(settings.CELERY_BEAT_SCHEDULE["sync-due-connections"]["schedule"])
+            time.sleep(settings.SYNC_TICK_SECONDS)
             for pk in due_connection_ids(only=ids):  # claims only these: other schedules stay as they are
                 self.stdout.write(sync_connection(connection_id=pk).summary())
