@@ -2,7 +2,7 @@
 
 The app runs under gunicorn (one gthread worker, 4 threads) against the test database; the simulator sends every
 answer one byte every 2 s. With 8 downloads and file panels in flight at all times, `/healthz` and the list
-still answer within a second.
+still answer within a second; the downloads are cut (or refused over the cap) and audited so.
 """
 
 import re
@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 
+from batches.models import AuditEvent
 from batches.store import store_batch
 from tests.conftest import PASSWORD
 from tests.processes import ROOT, listening_address, stop_process, subprocess_env
@@ -92,3 +93,6 @@ def test_pages_answer_within_a_second_while_8_drip_fed_requests_are_in_flight(
         stop.set()
         simulator.set_faults(rate=0)
     assert all(status == 200 and seconds < 1 for _, status, seconds in timings), timings
+    downloads = list(AuditEvent.objects.filter(action="download").values_list("result", flat=True))
+    assert any(": cut after " in result and "slower than 1024 bytes/s" in result for result in downloads), downloads
+    assert any(result.startswith("Too many downloads from this connection") for result in downloads), downloads
