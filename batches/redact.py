@@ -20,11 +20,24 @@ def remember_secret(secret: str) -> None:
         _known = tuple(sorted({*_known, secret}, key=len, reverse=True))
 
 
+# The longest API text (an error message, say) shown or logged as it is.
+SHOWN_LIMIT = 500
+
+
 def redact(text: str) -> str:
     for secret in _known:
         if secret in text:
             text = text.replace(secret, "[redacted]")
     return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
+
+
+def shown(text: str, limit: int = SHOWN_LIMIT) -> str:
+    """API text as it may be shown or logged: secrets redacted, and at most `limit` characters plus a note
+    of how many more there were."""
+    text = redact(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 class RedactSecretsFilter(logging.Filter):

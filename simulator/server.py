@@ -4,6 +4,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -116,6 +117,11 @@ class _Server(ThreadingHTTPServer):
         self.stats = Stats()
         self._request_counter = 0
         self._counter_lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client that hung up (one that cut a slow answer, say): nothing to report
+        super().handle_error(request, client_address)
 
     def next_request_id(self) -> str:
         with self._counter_lock:
@@ -277,18 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         if kind == "drip":  # a hostile or broken server: a valid answer, one byte every slow_seconds
-            data = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
-            self.send_response(200)
-            self._common_headers("application/json", len(data))
-            self.end_headers()
-            try:
-                for i in range(len(data)):
-                    self.wfile.write(data[i:i + 1])
-                    self.wfile.flush()
-                    time.sleep(self.server.faults.slow_seconds)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-            return
+            return self._drip(route, params)
         if kind == "truncated":
             text = json.dumps({"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None})
             data = text[: len(text) // 2].encode()
@@ -296,6 +291,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._common_headers("application/json", len(data))
             self.end_headers()
             self.wfile.write(data)
+
+    def _drip(self, route, params) -> None:
+        """File content drips the file's real bytes (a 404 for an unknown file is sent at once); any other
+        route drips an empty list page."""
+        if route == "file_content":
+            try:
+                f = self.server.simulator.file_for_download(params["id"])
+            except ApiError as exc:
+                self._send_json(exc.status, exc.envelope())
+                return
+            content_type, size, chunks = "application/octet-stream", f.size, f.chunks()
+        else:
+            data = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
+            content_type, size, chunks = "application/json", len(data), [data]
+        self.send_response(200)
+        self._common_headers(content_type, size)
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                for i in range(len(chunk)):
+                    self.wfile.write(chunk[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(self.server.faults.slow_seconds)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     # ----- helpers -----------------------------------------------------------------------------
     def _int_param(self, name: str, default: int) -> int:

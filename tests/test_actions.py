@@ -1,4 +1,4 @@
-"""Cancel, refresh and download, as an Operator, against the simulator."""
+"""Cancel and refresh, as an Operator, against the simulator."""
 
 import pytest
 
@@ -64,32 +64,6 @@ def test_refresh_re_syncs_the_batch(client, operator, synced_batch, simulator):
     assert synced_batch.audit_events.get().action == "refresh"
 
 
-def test_download_streams_the_file_with_a_clear_name(client, operator, synced_batch, simulator):
-    response = client.get(_url(synced_batch, "files/input/"))
-    assert response.status_code == 200 and response.streaming
-    assert response["Content-Disposition"] == f'attachment; filename="{synced_batch.batch_id}_input.jsonl"'
-    body = b"".join(response.streaming_content)
-    assert body.count(b"\n") == 400 and int(response["Content-Length"]) == len(body)
-    event = synced_batch.audit_events.get()
-    assert (event.action, event.detail, event.ok) == ("download", "input", True)
-
-
-def test_an_absent_file_gives_a_clear_message(client, operator, synced_batch):
-    response = client.get(_url(synced_batch, "files/output/"))
-    assert response.status_code == 404 and b"has no output file" in response.content
-
-
-def test_an_expired_file_gives_a_clear_message(client, operator, synced_batch, simulator):
-    simulator.advance(40 * 86400)
-    response = client.get(_url(synced_batch, "files/input/"))
-    assert response.status_code == 404 and b"has expired or was deleted" in response.content
-    assert synced_batch.audit_events.get().ok is False
-
-
-def test_an_unknown_file_kind_is_404(client, operator, synced_batch):
-    assert client.get(_url(synced_batch, "files/secrets/")).status_code == 404
-
-
 @pytest.mark.parametrize("headers", [HX, {}], ids=["htmx", "plain"])
 def test_cancel_with_an_unreadable_key_says_to_enter_it_again(client, operator, synced_batch, simulator,
                                                               lost_key, headers):
@@ -110,12 +84,3 @@ def test_refresh_with_an_unreadable_key_says_to_enter_it_again(client, operator,
     assert lost_key in page and "the connection&#x27;s page in the admin" in page
     event = synced_batch.audit_events.get()
     assert (event.action, event.ok) == ("refresh", False) and lost_key in event.result
-
-
-def test_download_with_an_unreadable_key_says_to_enter_it_again(client, operator, synced_batch, lost_key):
-    response = client.get(_url(synced_batch, "files/input/"))
-    page = response.content.decode()
-    assert response.status_code == 503
-    assert lost_key in page and "the connection&#x27;s page in the admin" in page
-    event = synced_batch.audit_events.get()
-    assert (event.action, event.detail, event.ok) == ("download", "input", False) and lost_key in event.result
