@@ -62,6 +62,7 @@ def roles(db):
 
     if Group.objects.filter(name__in=["Viewer", "Operator", "Admin"]).count() < 3:
         importlib.import_module("batches.migrations.0002_roles").create_roles(apps, None)
+        importlib.import_module("teams.migrations.0002_admins_manage_teams").add_team_permissions(apps, None)
 
 
 @pytest.fixture

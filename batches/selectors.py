@@ -1,0 +1,109 @@
+"""What a user may see and do: every page, fragment, count, download and action gets its batches and
+connections here, so access scoping has exactly one home.
+
+Roles (Viewer, Operator, Admin) say *what* a user may do; team grants (teams/models.py) say *where*. Once one
+team exists, a user sees only the connections granted to their teams, and on each may do what their role
+allows, capped by the best grant (viewer: read; operator: also cancel, download, refresh). Superusers, and
+members of a team granted all connections, see every connection. With no team at all, every role sees
+everything, as before teams existed.
+"""
+
+from dataclasses import dataclass, field
+
+from django.db.models import Q, QuerySet
+
+from teams.models import OPERATOR, VIEWER, Team, TeamGrant
+
+from .models import AuditEvent, Batch, Connection
+
+# What a user may do with a batch, and the permission their role must hold for it.
+ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
+           "refresh": "refresh_batch"}
+CEILING_ACTIONS = {VIEWER: {"view"}, OPERATOR: set(ACTIONS)}
+_RANK = {None: 0, VIEWER: 1, OPERATOR: 2}
+
+
+def _best(a: str | None, b: str | None) -> str | None:
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a user may act: a ceiling over every connection (`everywhere`), and one per granted connection."""
+
+    everywhere: str | None = None
+    grants: dict[int, str] = field(default_factory=dict)
+
+    def ceiling(self, connection_id: int) -> str | None:
+        return _best(self.everywhere, self.grants.get(connection_id))
+
+    def covers(self, connection_id: int | None, role: str) -> bool:
+        """May act on this connection (None: on all connections) at least as `role`."""
+        ceiling = self.everywhere if connection_id is None else self.ceiling(connection_id)
+        return _RANK[ceiling] >= _RANK[role]
+
+
+UNLIMITED = Scope(everywhere=OPERATOR)
+
+
+def scope_from_grants(grants) -> Scope:
+    """The best ceiling per connection over (connection id or None, role) pairs."""
+    everywhere, per_connection = None, {}
+    for connection_id, role in grants:
+        if connection_id is None:
+            everywhere = _best(everywhere, role)
+        else:
+            per_connection[connection_id] = _best(per_connection.get(connection_id), role)
+    return Scope(everywhere, per_connection)
+
+
+def teams_defined() -> bool:
+    return Team.objects.exists()
+
+
+def scope(user) -> Scope:
+    """The user's scope, read once per user object (a request's user), like Django's own permission cache."""
+    if not hasattr(user, "_batchboard_scope"):
+        if not user.is_active:
+            user._batchboard_scope = Scope()
+        elif user.is_superuser or not teams_defined():
+            user._batchboard_scope = UNLIMITED
+        else:
+            user._batchboard_scope = scope_from_grants(
+                TeamGrant.objects.filter(team__members=user).values_list("connection_id", "role"))
+    return user._batchboard_scope
+
+
+def role_actions(user) -> set[str]:
+    return {action for action, perm in ACTIONS.items() if user.has_perm(f"batches.{perm}")}
+
+
+def rights(user, connection: Connection) -> dict[str, bool]:
+    """What the user may do on this connection's batches: their role's actions capped by their best grant."""
+    allowed = role_actions(user) & CEILING_ACTIONS.get(scope(user).ceiling(connection.pk), set())
+    return {action: action in allowed for action in ACTIONS}
+
+
+def visible_connection_ids(user) -> list[int] | None:
+    """The ids of the connections the user may see; None means every connection, present and future."""
+    if not user.has_perm("batches.view_batch"):
+        return []
+    user_scope = scope(user)
+    return None if user_scope.everywhere else sorted(user_scope.grants)
+
+
+def visible_connections(user) -> QuerySet[Connection]:
+    ids = visible_connection_ids(user)
+    return Connection.objects.all() if ids is None else Connection.objects.filter(pk__in=ids)
+
+
+def visible_batches(user) -> QuerySet[Batch]:
+    ids = visible_connection_ids(user)
+    return Batch.objects.all() if ids is None else Batch.objects.filter(connection_id__in=ids)
+
+
+def visible_audit_events(user) -> QuerySet[AuditEvent]:
+    """Events on the user's connections, and events on no connection (grants of all connections)."""
+    ids = visible_connection_ids(user)
+    events = AuditEvent.objects.all()
+    return events if ids is None else events.filter(Q(connection_id__in=ids) | Q(connection__isnull=True))
