@@ -10,9 +10,9 @@ everything, as before teams existed.
 
 from dataclasses import dataclass, field
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
-from teams.models import OPERATOR, VIEWER, Team, TeamGrant
+from teams.models import OPERATOR, VIEWER, Team
 
 from .models import AuditEvent, Batch, Connection
 
@@ -57,8 +57,15 @@ def scope_from_grants(grants) -> Scope:
     return Scope(everywhere, per_connection)
 
 
-def teams_defined() -> bool:
-    return Team.objects.exists()
+def _read_scope(user) -> Scope:
+    """One query: the grants of the user's teams, plus one row of any team, so that no row means no team at all."""
+    membership = Team.members.through.objects.filter(team=OuterRef("pk"), user=user)
+    rows = list(Team.objects.annotate(member=Exists(membership))
+                .filter(Q(member=True) | Q(pk=Subquery(Team.objects.order_by("pk").values("pk")[:1])))
+                .values_list("member", "grants__connection_id", "grants__role"))
+    if not rows:
+        return UNLIMITED
+    return scope_from_grants((connection_id, role) for member, connection_id, role in rows if member and role)
 
 
 def scope(user) -> Scope:
@@ -66,11 +73,10 @@ def scope(user) -> Scope:
     if not hasattr(user, "_batchboard_scope"):
         if not user.is_active:
             user._batchboard_scope = Scope()
-        elif user.is_superuser or not teams_defined():
+        elif user.is_superuser:
             user._batchboard_scope = UNLIMITED
         else:
-            user._batchboard_scope = scope_from_grants(
-                TeamGrant.objects.filter(team__members=user).values_list("connection_id", "role"))
+            user._batchboard_scope = _read_scope(user)
     return user._batchboard_scope
 
 
