@@ -2,7 +2,17 @@ from django import forms
 from django.contrib import admin
 from django.conf import settings
 
+from . import selectors
 from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
+
+
+class VisibleOnly:
+    """In the admin too, a team-scoped Admin sees only their teams' connections (batches/selectors.py)."""
+
+    connection_field = "connection"
+
+    def get_queryset(self, request):
+        return selectors.only_visible(super().get_queryset(request), request.user, connection=self.connection_field)
 
 
 class ConnectionForm(forms.ModelForm):
@@ -42,7 +52,8 @@ class ConnectionForm(forms.ModelForm):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(VisibleOnly, admin.ModelAdmin):
+    connection_field = "pk"
     form = ConnectionForm
     list_display = ["name", "slug", "base_url", "api_key_hint", "enabled", "last_success_at", "consecutive_failures"]
     prepopulated_fields = {"slug": ["name"]}
@@ -76,9 +87,9 @@ class SnapshotInline(admin.TabularInline):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(VisibleOnly, admin.ModelAdmin):
     list_display = ["batch_id", "connection", "status", "endpoint", "model", "created_at", "total_requests"]
-    list_filter = ["status", "connection", "endpoint"]
+    list_filter = ["status", ("connection", admin.RelatedOnlyFieldListFilter), "endpoint"]
     search_fields = ["batch_id", "input_file_id", "output_file_id", "error_file_id"]
     list_select_related = ["connection"]
     inlines = [SnapshotInline]
@@ -91,7 +102,8 @@ class BatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(BatchSnapshot)
-class BatchSnapshotAdmin(admin.ModelAdmin):
+class BatchSnapshotAdmin(VisibleOnly, admin.ModelAdmin):
+    connection_field = "batch__connection"
     list_display = ["batch", "version", "observed_at", "status", "completed_requests", "failed_requests"]
     list_select_related = ["batch"]
     raw_id_fields = ["batch"]
@@ -101,7 +113,8 @@ class BatchSnapshotAdmin(admin.ModelAdmin):
 
 
 @admin.register(BatchTransition)
-class BatchTransitionAdmin(admin.ModelAdmin):
+class BatchTransitionAdmin(VisibleOnly, admin.ModelAdmin):
+    connection_field = "batch__connection"
     list_display = ["batch", "status", "at", "observed_at"]
     list_select_related = ["batch"]
     raw_id_fields = ["batch"]
@@ -113,6 +126,9 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_filter = ["action", "ok"]
     search_fields = ["batch_id_text", "username", "request_id"]
     raw_id_fields = ["batch", "user", "connection"]
+
+    def get_queryset(self, request):
+        return selectors.visible_audit_events(request.user, super().get_queryset(request))
 
     def has_add_permission(self, request):
         return False

@@ -98,18 +98,23 @@ def visible_connection_ids(user) -> list[int] | None:
     return None if user_scope.everywhere else sorted(user_scope.grants)
 
 
-def visible_connections(user) -> QuerySet[Connection]:
+def only_visible(queryset: QuerySet, user, *, connection: str = "connection") -> QuerySet:
+    """The rows of `queryset` whose connection (the field path `connection`) the user may see."""
     ids = visible_connection_ids(user)
-    return Connection.objects.all() if ids is None else Connection.objects.filter(pk__in=ids)
+    return queryset if ids is None else queryset.filter(**{f"{connection}__in": ids})
+
+
+def visible_connections(user) -> QuerySet[Connection]:
+    return only_visible(Connection.objects.all(), user, connection="pk")
 
 
 def visible_batches(user) -> QuerySet[Batch]:
-    ids = visible_connection_ids(user)
-    return Batch.objects.all() if ids is None else Batch.objects.filter(connection_id__in=ids)
+    return only_visible(Batch.objects.all(), user)
 
 
-def visible_audit_events(user) -> QuerySet[AuditEvent]:
-    """Events on the user's connections, and events on no connection (grants of all connections)."""
+def visible_audit_events(user, events: QuerySet[AuditEvent] | None = None) -> QuerySet[AuditEvent]:
+    """Events (of `events`, or all) on the user's connections, and events on no connection (such as grants
+    of all connections)."""
     ids = visible_connection_ids(user)
-    events = AuditEvent.objects.all()
-    return events if ids is None else events.filter(Q(connection_id__in=ids) | Q(connection__isnull=True))
+    events = AuditEvent.objects.all() if events is None else events
+    return events if ids is None else events.filter(Q(connection__in=ids) | Q(connection__isnull=True))
