@@ -84,9 +84,15 @@ def role_actions(user) -> set[str]:
     return {action for action, perm in ACTIONS.items() if user.has_perm(f"batches.{perm}")}
 
 
+def effective_actions(actions: set[str], ceiling: str | None) -> set[str]:
+    """A role's actions capped by a grant's ceiling; nothing at all without "view" (every page needs it)."""
+    allowed = actions & CEILING_ACTIONS.get(ceiling, set())
+    return allowed if "view" in allowed else set()
+
+
 def rights(user, connection: Connection) -> dict[str, bool]:
     """What the user may do on this connection's batches: their role's actions capped by their best grant."""
-    allowed = role_actions(user) & CEILING_ACTIONS.get(scope(user).ceiling(connection.pk), set())
+    allowed = effective_actions(role_actions(user), scope(user).ceiling(connection.pk))
     return {action: action in allowed for action in ACTIONS}
 
 

@@ -23,6 +23,7 @@ MATRIX = {
     "account": {"GET": (302, 200, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "logout-everywhere": {"GET": (302, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "admin:index": {"GET": (302, 302, 302, 302, 200)},
+    "access": {"GET": (302, 403, 403, 403, 200), "POST": (302, 405, 405, 405, 405)},
 }
 PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login
 
