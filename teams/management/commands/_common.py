@@ -1,7 +1,7 @@
 """What the team commands share: finding the team, the connection and the user named on the command line."""
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 
 from batches.models import Connection
 from teams.models import Team
@@ -34,3 +34,20 @@ def add_target_arguments(parser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--connection", metavar="SLUG", help="the connection's slug")
     target.add_argument("--all-connections", action="store_true", help="every connection, present and future")
+
+
+class MembershipCommand(BaseCommand):
+    """USERNAME TEAM, then `change` (a teams.services function); `done` or `unchanged` says what happened."""
+
+    change = None
+    done = unchanged = ""
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("team")
+
+    def handle(self, *args, username, team, **options):
+        if self.change(team=team_named(team), user=user_named(username)):
+            self.stdout.write(self.style.SUCCESS(self.done.format(username=username, team=team)))
+        else:
+            self.stdout.write(self.unchanged.format(username=username, team=team))
