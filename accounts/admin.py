@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
+
+from batches import audit
 
 from . import sessions
 from .models import LoginThrottle
@@ -25,10 +27,55 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class UserAdmin(auth_admin.UserAdmin):
+    """Admins give roles (groups); only superusers grant superuser status or single permissions, and only
+    they change, delete or log out a superuser."""
+
     actions = ["logout_everywhere"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if request.user.is_superuser else [*fields, "is_superuser", "user_permissions"]
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and _may_touch(request.user, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and _may_touch(request.user, obj)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change and (changes := _role_changes(form)):
+            audit.record("role_changed", actor=request.user, request=request, target=form.instance.get_username(),
+                         detail="; ".join(changes))
 
     @admin.action(description="Log out everywhere (end every session)", permissions=["change"])
     def logout_everywhere(self, request, queryset):
-        for user in queryset:
+        users = [user for user in queryset if _may_touch(request.user, user)]
+        for user in users:
             sessions.logout_everywhere(user, by=request.user)
-        self.message_user(request, f"Logged {len(queryset)} user(s) out everywhere.")
+        skipped = f" Skipped {len(queryset) - len(users)} superuser(s)." if len(users) < len(queryset) else ""
+        self.message_user(request, f"Logged {len(users)} user(s) out everywhere.{skipped}")
+
+
+def _may_touch(actor, user) -> bool:
+    return user is None or not user.is_superuser or actor.is_superuser
+
+
+def _role_changes(form) -> list[str]:
+    """What the user change form changed of someone's access, e.g. ["is_staff on", "groups +Operator -Viewer"]."""
+    changes = []
+    for name in ("is_active", "is_staff", "is_superuser", "groups", "user_permissions"):
+        if name not in form.changed_data:
+            continue
+        value = form.cleaned_data[name]
+        if isinstance(value, bool):
+            changes.append(f"{name} {'on' if value else 'off'}")
+            continue
+        before, after = set(form.initial.get(name) or ()), set(value)
+        changes.append(" ".join([name, *(f"+{_label(x)}" for x in after - before),
+                                 *(f"-{_label(x)}" for x in before - after)]))
+    return changes
+
+
+def _label(role: Group | Permission) -> str:
+    return role.name if isinstance(role, Group) else f"{role.content_type.app_label}.{role.codename}"

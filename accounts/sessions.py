@@ -14,6 +14,8 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from batches import audit
+
 from .models import SessionEpoch
 
 log = logging.getLogger(__name__)
@@ -74,3 +76,4 @@ def logout_everywhere(user, *, by) -> None:
     SessionEpoch.objects.filter(user=user).update(epoch=F("epoch") + 1, changed_at=timezone.now(),
                                                   changed_by=by.get_username())
     log.info("%s logged %s out everywhere", by.get_username(), user.get_username())
+    audit.record("logout_everywhere", actor=by, target=user.get_username())

@@ -6,7 +6,10 @@ from django.contrib.auth import logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.views import defaults
 from django.views.decorators.http import require_GET, require_POST
+
+from batches import audit
 
 from . import sessions
 from .forms import LoginForm
@@ -45,3 +48,9 @@ def logout_everywhere(request):
     logout(request)
     messages.success(request, "You were logged out everywhere, here too.")
     return redirect("login")
+
+
+def permission_denied(request, exception):
+    """handler403: every PermissionDenied, the admin's included, is audited, then Django's own 403 page."""
+    audit.record("forbidden", actor=request.user, request=request, ok=False, detail=f"{request.method} {request.path}")
+    return defaults.permission_denied(request, exception)

@@ -1,9 +1,12 @@
 from django import forms
-from django.contrib import admin
 from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import StreamingHttpResponse
+from django.urls import path
 
-from . import selectors
-from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
+from . import audit, selectors
+from .models import KEY_DESTINATION, AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
 
 
 class VisibleOnly:
@@ -45,6 +48,16 @@ class ConnectionForm(forms.ModelForm):
             raise forms.ValidationError("A new connection needs an API key.")
         return key
 
+    def clean(self):
+        data = super().clean()
+        # The stored key was entered for one place: it never follows a change of where it is sent.
+        moved = [Connection._meta.get_field(name).verbose_name
+                 for name in KEY_DESTINATION if name in self.changed_data]
+        if self.instance.pk and moved and not data.get("api_key"):
+            self.add_error("api_key", f"Enter the API key again to change where it is sent ({', '.join(moved)} "
+                                      "changed); the stored key is not sent anywhere else.")
+        return data
+
     def save(self, commit=True):
         if self.cleaned_data.get("api_key"):
             self.instance.set_api_key(self.cleaned_data["api_key"])
@@ -70,6 +83,20 @@ class ConnectionAdmin(VisibleOnly, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return ConnectionForm.Meta.fields + (self.readonly_fields if obj else [])
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        audit.connection_saved(obj, created=not change, changed=form.changed_data, actor=request.user,
+                               request=request)
+
+    def delete_model(self, request, obj):
+        audit.connection_deleted(obj, actor=request.user, request=request)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for connection in queryset:
+            audit.connection_deleted(connection, actor=request.user, request=request)
+        super().delete_queryset(request, queryset)
 
     @admin.display(description="API key")
     def api_key_hint(self, obj):
@@ -122,9 +149,11 @@ class BatchTransitionAdmin(VisibleOnly, admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created", "username", "action", "batch_id_text", "detail", "ok", "request_id"]
+    """Read-only for everyone, superusers included: an audit trail is not edited. Exported as CSV."""
+
+    list_display = ["created", "username", "action", "ok", "target", "batch_id_text", "detail", "ip", "request_id"]
     list_filter = ["action", "ok"]
-    search_fields = ["batch_id_text", "username", "request_id"]
+    search_fields = ["batch_id_text", "username", "target", "ip", "request_id"]
     raw_id_fields = ["batch", "user", "connection"]
 
     def get_queryset(self, request):
@@ -134,4 +163,18 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return False  # an audit trail is not edited
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        export = path("export.csv", self.admin_site.admin_view(self.export_csv), name="batches_auditevent_export")
+        return [export, *super().get_urls()]
+
+    def export_csv(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        response = StreamingHttpResponse(audit.csv_lines(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="batchboard-audit.csv"'
+        return response

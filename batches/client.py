@@ -17,8 +17,8 @@ import urllib3
 from django.conf import settings
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
-from .models import Connection, KeyUnreadable
-from .redact import redact
+from .models import Connection, KeyUnreadable, api_host_problem
+from .redact import remember_secret, shown
 
 # 429 bodies that mean "out of money", not "slow down": retrying cannot help.
 BILLING_CODES = {
@@ -30,14 +30,13 @@ BILLING_CODES = {
     "usage_limit_reached",
     "access_terminated",
 }
-_MESSAGE_LIMIT = 500
 
 
 class ApiError(Exception):
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  error_type: str | None = None, request_id: str = "", retry_after: float | None = None):
-        super().__init__(redact(message))
-        self.message = redact(message)
+        self.message = shown(message)
+        super().__init__(self.message)
         self.status, self.code, self.error_type = status, code, error_type
         self.request_id, self.retry_after = request_id, retry_after
 
@@ -63,6 +62,7 @@ class BatchApi:
     Use it as a context manager (`with BatchApi.for_connection(c) as api:`) so its sockets close."""
 
     def __init__(self, *, base_url: str, api_key: str, organization: str = "", project: str = ""):
+        remember_secret(api_key)  # an error that echoes it is redacted whatever its format
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers.update({
@@ -78,6 +78,9 @@ class BatchApi:
 
     @classmethod
     def for_connection(cls, connection: Connection) -> "BatchApi":
+        # Checked here too, not only in the forms: a row edited in the database cannot send its key elsewhere.
+        if problem := api_host_problem(connection.base_url):
+            raise PermanentError(problem, error_type="configuration")
         try:
             key = connection.api_key
         except KeyUnreadable as exc:
@@ -117,7 +120,7 @@ class BatchApi:
         return self._json("GET", f"/files/{_segment(file_id)}")
 
     def file_content(self, file_id: str) -> requests.Response:
-        """The open, streamed response for a file's bytes; read it with iter_content, then close it."""
+        """The open, streamed response for a file's bytes; read it with stream_chunks, then close it."""
         return self._send("GET", f"/files/{_segment(file_id)}/content",
                           headers={"Accept": "application/octet-stream"})
 
@@ -180,29 +183,49 @@ class BatchApi:
 _RETRY_STATUSES = (500, 502, 503, 504)
 
 
-def read_chunks(response: requests.Response, deadline: float, chunk_size: int = 64 * 1024):
-    """The body of a streamed response, chunk by chunk as it arrives, raising TransientError once the
-    deadline passes: a per-read timeout alone lets a server drip one byte at a time forever."""
+def read_chunks(response: requests.Response, deadline: float | None, chunk_size: int = 64 * 1024, *,
+                stall: float | None = None, min_rate: float = 0, grace: float = 0, allowed: float | None = None):
+    """The body of a streamed response, chunk by chunk as it arrives. Cut off with a TransientError once the
+    deadline passes (`allowed` seconds, for the message; API_CALL_DEADLINE by default), once nothing arrives for
+    `stall` seconds (API_READ_TIMEOUT by default), or, after `grace` seconds, once the average pace falls under
+    `min_rate` bytes per second: a per-read timeout alone lets a server drip one byte at a time forever."""
     raw = response.raw
-    too_slow = TransientError(f"the answer took longer than {settings.API_CALL_DEADLINE:g}s; cut off",
-                              status=response.status_code)
+    stall = stall or settings.API_READ_TIMEOUT
+    started, received = time.monotonic(), 0
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise too_slow
+        now = time.monotonic()
+        limits = [(now + stall, f"nothing arrived for {stall:g}s")]
+        if deadline is not None:
+            limits.append((deadline, f"the answer took longer than {allowed or settings.API_CALL_DEADLINE:g}s"))
+        if min_rate:
+            limits.append((started + max(grace, received / min_rate), f"the answer came slower than {min_rate:g} "
+                                                                       "bytes/s"))
+        until, why = min(limits)
+        cut = TransientError(f"{why}; cut off")  # a network failure, whatever the status line said
+        if until <= now:
+            raise cut
         sock = getattr(getattr(raw, "connection", None), "sock", None)
         if sock is not None:
-            sock.settimeout(min(settings.API_READ_TIMEOUT, remaining))
+            sock.settimeout(until - now)
         try:
             chunk = raw.read1(chunk_size, decode_content=True)
         except (OSError, urllib3.exceptions.HTTPError) as exc:  # socket/urllib3 errors mid-body
-            if time.monotonic() >= deadline:
-                raise too_slow from None
-            raise TransientError(f"the connection broke mid-answer: {type(exc).__name__}",
-                                 status=response.status_code) from None
+            if time.monotonic() >= until:
+                raise cut from None
+            raise TransientError(f"the connection broke mid-answer: {type(exc).__name__}") from None
         if not chunk:
             return
+        received += len(chunk)
         yield chunk
+
+
+def stream_chunks(response: requests.Response, *, seconds: float | None = None, chunk_size: int = 64 * 1024):
+    """A file's bytes as they arrive (downloads, scans), cut off once nothing arrives for
+    FILE_STREAM_STALL_SECONDS, once the pace stays under FILE_STREAM_MIN_BYTES_PER_SECOND after
+    FILE_STREAM_GRACE_SECONDS, and after `seconds` in all when given."""
+    return read_chunks(response, time.monotonic() + seconds if seconds else None, chunk_size,
+                       stall=settings.FILE_STREAM_STALL_SECONDS, min_rate=settings.FILE_STREAM_MIN_BYTES_PER_SECOND,
+                       grace=settings.FILE_STREAM_GRACE_SECONDS, allowed=seconds)
 
 
 def read_body(response: requests.Response, deadline: float, limit: int | None = None) -> bytes:
@@ -256,7 +279,7 @@ def _classify(response: requests.Response, deadline: float) -> ApiError:
     except (ValueError, AttributeError, RecursionError, ApiError, requests.RequestException):
         error = None
     if isinstance(error, dict):
-        message = str(error.get("message") or message)[:_MESSAGE_LIMIT]
+        message = str(error.get("message") or message)
         code = str(error["code"])[:100] if error.get("code") else None
         error_type = str(error["type"])[:100] if error.get("type") else None
     details = {"status": status, "code": code, "error_type": error_type, "request_id": request_id}

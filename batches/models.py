@@ -3,9 +3,12 @@ from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
+from django.http.request import validate_host
 from django.utils import timezone
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
 TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
@@ -39,6 +42,8 @@ FILE_KINDS = ("input", "output", "error")
 # How a server orders GET /batches (OpenAI: newest first); detected from the first page it sends.
 NEWEST_FIRST, OLDEST_FIRST = "newest_first", "oldest_first"
 KEY_UNREADABLE = "API key unreadable: enter it again"
+# Where a connection's key is sent: changing any of these needs the key entered again.
+KEY_DESTINATION = ("base_url", "organization", "project")
 
 
 class KeyUnreadable(Exception):
@@ -65,6 +70,24 @@ def decrypt_secret(token: str) -> str:
     except InvalidToken:
         raise KeyUnreadable(f"{KEY_UNREADABLE} (it was encrypted with a key that is no longer in "
                             "BATCHBOARD_ENCRYPTION_KEYS)") from None
+
+
+def _api_host(base_url: str) -> str:
+    """The host a request to `base_url` goes to, read as requests reads it (urllib3's parser): a URL such as
+    `http://evil\\@api.openai.com` names another host to urllib.parse."""
+    try:
+        return (parse_url(base_url).host or "").strip("[]").lower()
+    except LocationParseError:
+        return ""
+
+
+def api_host_problem(base_url: str) -> str:
+    """Why a key may not be sent to `base_url` (ALLOWED_API_HOSTS), or "" when it may."""
+    allowed = settings.ALLOWED_API_HOSTS
+    host = _api_host(base_url)
+    if not allowed or (host and validate_host(host, allowed)):
+        return ""
+    return f"{host or base_url} is not in ALLOWED_API_HOSTS: no API key is sent there"
 
 
 def default_poll_interval() -> int:
@@ -124,6 +147,10 @@ class Connection(models.Model):
 
     def __repr__(self) -> str:
         return f"<Connection {self.slug} {self.base_url}>"
+
+    def clean(self):
+        if problem := api_host_problem(self.base_url):
+            raise ValidationError({"base_url": problem})
 
     def set_api_key(self, plain: str) -> None:
         self.api_key_encrypted = encrypt_secret(plain.strip())
@@ -254,6 +281,8 @@ class Batch(models.Model):
             models.Index(fields=["status", "-created_at"], name="batch_status_newest"),
             # the list page filtered by connection
             models.Index(fields=["connection", "-created_at"], name="batch_connection_newest"),
+            # sync: a connection's active batches (refresh, cadence) without scanning all its batches
+            models.Index(fields=["connection", "status"], name="batch_connection_status"),
             # the list page filtered by model / by endpoint
             models.Index(fields=["model", "-created_at"], name="batch_model_newest"),
             models.Index(fields=["endpoint", "-created_at"], name="batch_endpoint_newest"),
@@ -403,13 +432,38 @@ class BatchTransition(models.Model):
         return f"{self.batch_id} → {self.status}"
 
 
+class AuditTrailIsAppendOnly(Exception):
+    """Audit events are written once: never changed, never deleted."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AuditTrailIsAppendOnly("audit events are never changed")
+
+    def delete(self):
+        raise AuditTrailIsAppendOnly("audit events are never deleted")
+
+
 class AuditEvent(models.Model):
-    ACTIONS = [("cancel", "Cancel"), ("download", "Download"), ("refresh", "Refresh")]
+    """Who did (or tried) what: an action on a batch, a log-in, a refusal, a change to a connection or a role.
+
+    Append-only in the app and the admin. Deleting the user, connection or batch an event names only
+    clears that link (Django does it without this model's manager); the text columns keep the names."""
+
+    ACTIONS = [
+        ("cancel", "Cancel"), ("download", "Download"), ("refresh", "Refresh"),
+        ("login", "Log-in"), ("login_failed", "Failed log-in"), ("logout", "Log-out"),
+        ("logout_everywhere", "Log out everywhere"), ("forbidden", "Refused (403)"),
+        ("connection_created", "Connection created"), ("connection_changed", "Connection changed"),
+        ("connection_deleted", "Connection deleted"), ("key_changed", "API key changed"),
+        ("role_changed", "Role changed"),
+    ]
 
     created = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=16, choices=ACTIONS)
+    action = models.CharField(max_length=32, choices=ACTIONS)
+    target = models.CharField(max_length=255, blank=True, help_text="The user or connection acted on")
     connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.SET_NULL)
     batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
     batch_id_text = models.CharField("batch id", max_length=255, blank=True)
@@ -417,13 +471,27 @@ class AuditEvent(models.Model):
     ok = models.BooleanField(default=True)
     result = models.TextField(blank=True)
     request_id = models.CharField(max_length=255, blank=True, help_text="The API's x-request-id")
+    ip = models.CharField("address", max_length=45, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]
         indexes = [
             # the audit table on a batch's detail page
             models.Index(fields=["batch", "-created"], name="audit_batch_newest"),
+            # the admin's audit list and the CSV export, newest first
+            models.Index(fields=["-created"], name="audit_newest"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.username} {self.action} {self.batch_id_text}"
+        return f"{self.username} {self.action} {self.batch_id_text or self.target}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditTrailIsAppendOnly("audit events are never changed")
+        kwargs["force_insert"] = True  # an event built with the pk of another cannot overwrite it
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditTrailIsAppendOnly("audit events are never deleted")

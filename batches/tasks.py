@@ -1,10 +1,10 @@
-"""Celery tasks: a decorator and one call into batches/sync.py each."""
+"""Celery tasks: a decorator and one call into batches/sync.py (or files.py, retention.py) each."""
 
 from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from . import retention, sync
+from . import files, retention, sync
 
 _LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_SOFT_TIME_LIMIT}
 # The database unreachable for a moment: try again shortly instead of dropping the work.
@@ -30,3 +30,13 @@ def refresh_batch(connection_id: int, batch_id: str) -> None:
 @shared_task(ignore_result=True, acks_late=True, **_LIMITS)
 def thin_snapshots() -> int:
     return retention.thin_snapshots()
+
+
+# Metadata calls and a scan that stops itself after ERROR_FILE_SCAN_SECONDS; the limits only catch a bug.
+_FILE_SOFT_LIMIT = int(settings.ERROR_FILE_SCAN_SECONDS + 4 * settings.API_CALL_DEADLINE + 30)
+
+
+@shared_task(ignore_result=True, acks_late=True, expires=files.QUEUED_SECONDS, soft_time_limit=_FILE_SOFT_LIMIT,
+             time_limit=_FILE_SOFT_LIMIT + 30, **_DB_RETRY)
+def read_batch_files(batch_pk: int) -> None:
+    files.read_batch_files(batch_pk)

@@ -255,10 +255,10 @@ def batch_detail(request, slug: str, batch_id: str):
 @require_GET
 @vary_on_headers("HX-Request")
 def batch_files(request, slug: str, batch_id: str):
-    """File sizes/expiry and the grouped request errors: slow (API calls), so loaded after the page."""
+    """File sizes/expiry and the grouped request errors as far as the files queue has read them (never an API
+    call here); the panel polls until they are all there."""
     batch, can = _get_batch_for_user(request, slug, batch_id)
-    context = {"batch": batch, "can": can, "files": files.file_details(batch),
-               "request_errors": files.request_errors(batch)}
+    context = {"batch": batch, "can": can, **files.panel(batch)}
     template = "batches/files.html#batch-files" if request.htmx else "batches/files.html"
     return render(request, template, context)
 
@@ -311,11 +311,20 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
         actions.audit(user=request.user, action="download", batch=batch, detail=kind,
                       outcome=actions.Outcome(False, problem))
         return _file_problem(request, batch, kind, problem, 503)
+    slot = files.take_stream_slot(batch.connection_id)
+    if slot is None:
+        reason = "Too many downloads from this connection at once; try again shortly."
+        actions.audit(user=request.user, action="download", batch=batch, detail=kind,
+                      outcome=actions.Outcome(False, reason))
+        response = _file_problem(request, batch, kind, reason, 503)
+        response["Retry-After"] = "10"
+        return response
     api = BatchApi.for_connection(batch.connection)
     try:
         upstream = api.file_content(file_id)
     except ApiError as exc:
         api.close()
+        files.give_back_stream_slot(slot)
         expired = isinstance(exc, PermanentError) and exc.status == 404
         reason = (f"The {kind} file {file_id} has expired or was deleted by the API (result files are kept "
                   "30 days unless the batch asked otherwise)." if expired
@@ -323,17 +332,8 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
         actions.audit(user=request.user, action="download", batch=batch, detail=kind,
                       outcome=actions.Outcome(False, reason, exc.request_id))
         return _file_problem(request, batch, kind, reason, 404 if expired else 502)
-    actions.audit(user=request.user, action="download", batch=batch, detail=kind,
-                  outcome=actions.Outcome(True, f"{file_id} streamed", upstream.headers.get("x-request-id", "")))
-
-    def stream():
-        try:
-            yield from upstream.iter_content(settings.DOWNLOAD_CHUNK_BYTES)
-        finally:
-            upstream.close()
-            api.close()
-
-    response = StreamingHttpResponse(stream(), content_type="application/jsonl")
+    download = actions.Download(batch=batch, kind=kind, user=request.user, api=api, upstream=upstream, slot=slot)
+    response = StreamingHttpResponse(download, content_type="application/jsonl")
     response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_{kind}.jsonl"'
     if upstream.headers.get("Content-Length", "").isdigit():
         response["Content-Length"] = upstream.headers["Content-Length"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Started by `make run`: the simulator (when no OPENAI_API_KEY), a Celery worker with beat, and the web
-# server, in the foreground. Ctrl-C stops every one of them.
+# Started by `make run`: the simulator (when no OPENAI_API_KEY), a Celery worker with beat (syncs), a worker
+# for the `files` queue (error-file scans, file metadata), and the web server, in the foreground. Ctrl-C stops
+# every one of them.
 set -euo pipefail
 trap 'trap - INT TERM EXIT; kill 0 2>/dev/null; wait 2>/dev/null' INT TERM EXIT
 
@@ -10,6 +11,7 @@ if [ -z "${OPENAI_API_KEY:-}" ]; then
 fi
 "$BIN/celery" -A dashboard worker -B --loglevel INFO --concurrency 2 \
   --schedule var/celerybeat-schedule --hostname "batchboard@%h" &
+"$BIN/celery" -A dashboard worker -Q files --loglevel INFO --concurrency 1 --hostname "files@%h" &
 "$BIN/python" manage.py runserver --noreload "$HOST:$PORT" &
 
 sleep 2

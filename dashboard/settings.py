@@ -246,6 +246,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Reads of API files (error-file scans, file metadata) have their own queue, so they never hold up a sync:
+# run a worker for it (`-Q files`), see the README's Production section.
+CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "files"}}
 # How often beat looks for due connections; a connection due within half a tick is synced at once.
 SYNC_TICK_SECONDS = env_number("SYNC_TICK_SECONDS", 2.0, minimum=0.1, cast=float)
 CELERY_BEAT_SCHEDULE = {
@@ -274,6 +277,8 @@ API_RETRY_BACKOFF = env_number("API_RETRY_BACKOFF", 0.5, cast=float)
 API_CALL_DEADLINE = env_number("API_CALL_DEADLINE", 20.0, minimum=0.1, cast=float)
 API_MAX_RESPONSE_BYTES = env_number("API_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=1024)
 API_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Hosts a stored API key may be sent to (`.example.com` also allows its subdomains); empty allows any.
+ALLOWED_API_HOSTS = [host.strip("[]").lower() for host in env_list("ALLOWED_API_HOSTS", "")]
 
 # The sync cadence (batches/sync.py).
 # Freshness: a change at the API is on an open page after about U(0, interval) + the broker's hand-over
@@ -315,7 +320,15 @@ SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 2, minimum=1)
 LIST_PAGE_SIZE = env_number("LIST_PAGE_SIZE", 50, minimum=1)
 ERROR_FILE_SCAN_BYTES = env_number("ERROR_FILE_SCAN_BYTES", 10 * 1024 * 1024, minimum=1024)
+ERROR_FILE_SCAN_SECONDS = env_number("ERROR_FILE_SCAN_SECONDS", 120.0, minimum=0.1, cast=float)
 DOWNLOAD_CHUNK_BYTES = env_number("DOWNLOAD_CHUNK_BYTES", 64 * 1024, minimum=1024)
+# File streams (downloads through the dashboard, error-file scans in the background) are cut when nothing
+# arrives for the stall time, or when, after the grace time, they average under the minimum pace: a server
+# that drips a file cannot hold a web thread or a worker. At most this many downloads per connection at once.
+FILE_STREAM_STALL_SECONDS = env_number("FILE_STREAM_STALL_SECONDS", 30.0, minimum=0.1, cast=float)
+FILE_STREAM_MIN_BYTES_PER_SECOND = env_number("FILE_STREAM_MIN_BYTES_PER_SECOND", 1024.0, cast=float)
+FILE_STREAM_GRACE_SECONDS = env_number("FILE_STREAM_GRACE_SECONDS", 10.0, cast=float)
+FILE_STREAMS_PER_CONNECTION = env_number("FILE_STREAMS_PER_CONNECTION", 4, minimum=1)
 # A batch sitting in validating/finalizing/cancelling longer than this is flagged "stuck?".
 STUCK_AFTER_SECONDS = {
     "validating": env_number("STUCK_VALIDATING_SECONDS", 3600),

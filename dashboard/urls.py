@@ -7,3 +7,5 @@ urlpatterns = [
     path("", include("batches.urls")),
     path("", include("teams.urls")),
 ]
+
+handler403 = "accounts.views.permission_denied"

@@ -4,6 +4,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -117,6 +118,11 @@ class _Server(ThreadingHTTPServer):
         self._request_counter = 0
         self._counter_lock = threading.Lock()
 
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client that hung up (one that cut a slow answer, say): nothing to report
+        super().handle_error(request, client_address)
+
     def next_request_id(self) -> str:
         with self._counter_lock:
             self._request_counter += 1
@@ -129,6 +135,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # quiet: tests and benchmarks make thousands of requests
         pass
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm holds the body until the
+        # client's delayed ACK of the headers, 40 ms per answer — the API does not do that.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self):
         self._handle("GET")
@@ -160,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault:
             self.server.stats.count(endpoint, "dropped" if fault == "drop" else _FAULT_STATUS.get(fault, "200"), fault)
             return self._fault(fault, route, params)
+        self._count_as = endpoint  # counted by send_response, before the client can read the answer
         try:
             if self.headers.get("Authorization") != f"Bearer {self.server.api_key}" and self.server.api_key:
                 raise ApiError(401, "Incorrect API key provided. You can find your API key at "
@@ -168,11 +181,18 @@ class _Handler(BaseHTTPRequestHandler):
                 known = any(p.match(url.path) for _, p, _ in _ROUTES)
                 raise ApiError(405 if known else 404, f"Invalid URL ({method} {url.path})",
                                code=None if known else "unknown_url")
-            status = self._dispatch(route, params)
+            self._dispatch(route, params)
         except ApiError as exc:
-            status = exc.status
             self._send_json(exc.status, exc.envelope())
-        self.server.stats.count(endpoint, str(status), None)
+
+    _count_as = None
+
+    def send_response(self, code, message=None):
+        if self._count_as:
+            # Counted before the answer leaves: a client reading the stats right after its answer sees it.
+            self.server.stats.count(self._count_as, str(code), None)
+            self._count_as = None
+        super().send_response(code, message)
 
     def _dispatch(self, route: str, params: dict) -> int:
         sim = self.server.simulator
@@ -263,18 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         if kind == "drip":  # a hostile or broken server: a valid answer, one byte every slow_seconds
-            data = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
-            self.send_response(200)
-            self._common_headers("application/json", len(data))
-            self.end_headers()
-            try:
-                for i in range(len(data)):
-                    self.wfile.write(data[i:i + 1])
-                    self.wfile.flush()
-                    time.sleep(self.server.faults.slow_seconds)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-            return
+            return self._drip(route, params)
         if kind == "truncated":
             text = json.dumps({"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None})
             data = text[: len(text) // 2].encode()
@@ -282,6 +291,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._common_headers("application/json", len(data))
             self.end_headers()
             self.wfile.write(data)
+
+    def _drip(self, route, params) -> None:
+        """File content drips the file's real bytes (a 404 for an unknown file is sent at once); any other
+        route drips an empty list page."""
+        if route == "file_content":
+            try:
+                f = self.server.simulator.file_for_download(params["id"])
+            except ApiError as exc:
+                self._send_json(exc.status, exc.envelope())
+                return
+            content_type, size, chunks = "application/octet-stream", f.size, f.chunks()
+        else:
+            data = json.dumps({"object": "list", "data": [], "has_more": False}).encode()
+            content_type, size, chunks = "application/json", len(data), [data]
+        self.send_response(200)
+        self._common_headers(content_type, size)
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                for i in range(len(chunk)):
+                    self.wfile.write(chunk[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(self.server.faults.slow_seconds)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     # ----- helpers -----------------------------------------------------------------------------
     def _int_param(self, name: str, default: int) -> int:

@@ -8,6 +8,7 @@ may already use at least as high), and may grant only what they may use themselv
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
+from batches import audit as audit_trail
 from batches.models import AuditEvent, Connection
 from batches.selectors import scope
 
@@ -16,13 +17,11 @@ from .models import Team, TeamGrant
 COMMAND_LINE = "manage.py"
 
 
-def audit(*, by, action: str, team: Team, connection: Connection | None, detail: str) -> AuditEvent:
-    """The one place access changes are written to the audit trail (action: grant, revoke, member_add,
-    member_remove); a grant of all connections has no connection."""
-    return AuditEvent.objects.create(
-        user=by, username=by.get_username() if by else COMMAND_LINE, action=action, connection=connection,
-        detail=f"team {team.name}: {detail}"[:255], ok=True,
-    )
+def audit(*, by, action: str, target: str, detail: str, connection: Connection | None = None) -> AuditEvent:
+    """The one place access changes are written to the audit trail: grant and revoke (target: the team; no
+    connection for all connections), member_add and member_remove (target: the user)."""
+    return audit_trail.record(action, actor=by, username=COMMAND_LINE, target=target, detail=detail,
+                              connection=connection)
 
 
 def may_grant(by, *, connection: Connection | None, role: str) -> bool:
@@ -54,7 +53,8 @@ def grant_access(*, team: Team, connection: Connection | None, role: str, by=Non
         before = "" if created else f" (was {grant.role})"
         grant.role = role
         grant.save(update_fields=["role"])
-        audit(by=by, action="grant", team=team, connection=connection, detail=f"{_what(connection)} as {role}{before}")
+        audit(by=by, action="grant", target=f"team {team.name}", connection=connection,
+              detail=f"{_what(connection)} as {role}{before}")
     return grant
 
 
@@ -66,7 +66,8 @@ def revoke_access(*, team: Team, connection: Connection | None, by=None) -> bool
     if grant is None:
         return False
     grant.delete()
-    audit(by=by, action="revoke", team=team, connection=connection, detail=f"{_what(connection)} (was {grant.role})")
+    audit(by=by, action="revoke", target=f"team {team.name}", connection=connection,
+          detail=f"{_what(connection)} (was {grant.role})")
     return True
 
 
@@ -76,7 +77,7 @@ def add_member(*, team: Team, user, by=None) -> bool:
     if team.members.filter(pk=user.pk).exists():
         return False
     team.members.add(user)
-    audit(by=by, action="member_add", team=team, connection=None, detail=f"{user.get_username()} joined")
+    audit(by=by, action="member_add", target=user.get_username(), detail=f"joined team {team.name}")
     return True
 
 
@@ -86,7 +87,7 @@ def remove_member(*, team: Team, user, by=None) -> bool:
     if not team.members.filter(pk=user.pk).exists():
         return False
     team.members.remove(user)
-    audit(by=by, action="member_remove", team=team, connection=None, detail=f"{user.get_username()} left")
+    audit(by=by, action="member_remove", target=user.get_username(), detail=f"left team {team.name}")
     return True
 
 

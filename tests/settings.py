@@ -15,6 +15,7 @@ if os.environ.get("BATCHBOARD_USE_TEST_DATABASE"):
     DATABASES["default"]["NAME"] = os.environ["BATCHBOARD_USE_TEST_DATABASE"]  # noqa: F405
 
 CELERY_TASK_DEFAULT_QUEUE = "batchboard-test"
+CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "batchboard-test-files"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 API_CONNECT_TIMEOUT = 2.0
 API_READ_TIMEOUT = 2.0

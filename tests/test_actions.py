@@ -1,4 +1,4 @@
-"""Cancel, refresh and download, as an Operator, against the simulator."""
+"""Cancel and refresh, as an Operator, against the simulator."""
 
 import pytest
 
@@ -28,7 +28,7 @@ def test_cancel_through_htmx_shows_cancelling_at_once_and_is_audited(client, ope
     assert response.status_code == 200
     assert 'id="batch-status">cancelling' in page and "Cancel requested" in page
     assert '<div id="action-panel" hx-swap-oob="true"></div>' in page
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert (event.action, event.ok, event.username) == ("cancel", True, "operator")
     assert event.request_id.startswith("req_")
     simulator.advance(600)
@@ -47,7 +47,7 @@ def test_an_api_refusal_is_shown_inline(client, operator, synced_batch, simulato
     simulator.set_faults(next=1, kinds=["quota"])
     page = client.post(_url(synced_batch, "cancel/"), **HX).content.decode()
     assert "The API refused the cancel" in page and "insufficient_quota" in page
-    assert AuditEvent.objects.get().ok is False
+    assert synced_batch.audit_events.get().ok is False
 
 
 def test_cancel_without_htmx_redirects_with_a_message(client, operator, synced_batch):
@@ -61,33 +61,7 @@ def test_refresh_re_syncs_the_batch(client, operator, synced_batch, simulator):
     page = client.post(_url(synced_batch, "refresh/"), **HX).content.decode()
     assert "Refreshed: updated." in page
     assert Batch.objects.get().status != "in_progress"
-    assert AuditEvent.objects.get().action == "refresh"
-
-
-def test_download_streams_the_file_with_a_clear_name(client, operator, synced_batch, simulator):
-    response = client.get(_url(synced_batch, "files/input/"))
-    assert response.status_code == 200 and response.streaming
-    assert response["Content-Disposition"] == f'attachment; filename="{synced_batch.batch_id}_input.jsonl"'
-    body = b"".join(response.streaming_content)
-    assert body.count(b"\n") == 400 and int(response["Content-Length"]) == len(body)
-    event = AuditEvent.objects.get()
-    assert (event.action, event.detail, event.ok) == ("download", "input", True)
-
-
-def test_an_absent_file_gives_a_clear_message(client, operator, synced_batch):
-    response = client.get(_url(synced_batch, "files/output/"))
-    assert response.status_code == 404 and b"has no output file" in response.content
-
-
-def test_an_expired_file_gives_a_clear_message(client, operator, synced_batch, simulator):
-    simulator.advance(40 * 86400)
-    response = client.get(_url(synced_batch, "files/input/"))
-    assert response.status_code == 404 and b"has expired or was deleted" in response.content
-    assert AuditEvent.objects.get().ok is False
-
-
-def test_an_unknown_file_kind_is_404(client, operator, synced_batch):
-    assert client.get(_url(synced_batch, "files/secrets/")).status_code == 404
+    assert synced_batch.audit_events.get().action == "refresh"
 
 
 @pytest.mark.parametrize("headers", [HX, {}], ids=["htmx", "plain"])
@@ -98,7 +72,7 @@ def test_cancel_with_an_unreadable_key_says_to_enter_it_again(client, operator, 
     assert response.status_code == 200
     assert lost_key in page and "the connection&#x27;s page in the admin" in page
     assert "POST /v1/batches/{id}/cancel" not in simulator.stats()["by_endpoint"]
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert (event.action, event.ok) == ("cancel", False) and lost_key in event.result
 
 
@@ -108,14 +82,5 @@ def test_refresh_with_an_unreadable_key_says_to_enter_it_again(client, operator,
     page = response.content.decode()
     assert response.status_code == 200
     assert lost_key in page and "the connection&#x27;s page in the admin" in page
-    event = AuditEvent.objects.get()
+    event = synced_batch.audit_events.get()
     assert (event.action, event.ok) == ("refresh", False) and lost_key in event.result
-
-
-def test_download_with_an_unreadable_key_says_to_enter_it_again(client, operator, synced_batch, lost_key):
-    response = client.get(_url(synced_batch, "files/input/"))
-    page = response.content.decode()
-    assert response.status_code == 503
-    assert lost_key in page and "the connection&#x27;s page in the admin" in page
-    event = AuditEvent.objects.get()
-    assert (event.action, event.detail, event.ok) == ("download", "input", False) and lost_key in event.result

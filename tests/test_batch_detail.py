@@ -93,36 +93,6 @@ def test_every_api_string_is_escaped(client, viewer, connection):
     assert evil not in page and "&lt;script&gt;" in page
 
 
-def test_request_errors_are_grouped_from_the_error_file(client, viewer, connection, simulator, sim_clock):
-    payload = simulator.inject_batch("completed", lines=300, fail_share=0.3, created_at=sim_clock.now() - 3600)
-    store_batch(connection, payload)
-    response = client.get(_url(payload["id"], "files/"), **HX)
-    page = response.content.decode()
-    assert response.status_code == 200 and page.lstrip().startswith('<section id="batch-files"')
-    failed = Batch.objects.get(batch_id=payload["id"]).failed_requests
-    counts = [int(n.replace(",", "")) for n in re.findall(r'<td class="num">([\d,]+)</td>\s*<td><ul', page)]
-    assert sum(counts) == failed and len(counts) >= 2
-    assert "context_length_exceeded" in page and "request-" in page
-    assert f"{failed} lines read" in page or f"{failed} line read" in page
-
-
-def test_a_large_error_file_is_read_only_up_to_the_cap(client, viewer, connection, simulator, sim_clock, settings):
-    settings.ERROR_FILE_SCAN_BYTES = 4096
-    payload = simulator.inject_batch("completed", lines=2000, fail_share=1.0, created_at=sim_clock.now() - 3600)
-    store_batch(connection, payload)
-    page = client.get(_url(payload["id"], "files/"), **HX).content.decode()
-    assert "stopped after" in page
-
-
-def test_an_expired_error_file_is_said_plainly(client, viewer, connection, simulator, sim_clock):
-    payload = simulator.inject_batch("completed", lines=50, fail_share=0.5, created_at=sim_clock.now() - 3600)
-    store_batch(connection, payload)
-    simulator.advance(31 * 86400)
-    page = client.get(_url(payload["id"], "files/"), **HX).content.decode()
-    assert "The error file has expired or was deleted." in page
-    assert "expired or deleted" in page
-
-
 def test_the_chart_reads_a_sample_of_a_long_history(connection, django_assert_max_num_queries):
     from datetime import timedelta
 

@@ -25,14 +25,14 @@ def _ids(response) -> list[str]:
     return re.findall(r'title="(batch_[^"]+)"', response.content.decode())
 
 
-def test_the_page_shows_cards_health_and_rows(client, viewer, connection):
+def test_the_page_shows_cards_health_and_rows(client, viewer, connection, settings):
     _store(connection, 2, prefix="a", status="in_progress", request_counts={"total": 10, "completed": 4, "failed": 1})
     store_batch(connection, payloads.ALL_FAILED)
     page = client.get("/").content.decode()
     assert "batch_a0000" in page and "batch_abc123" in page
     assert 'href="?status=in_progress"' in page
     assert "completed · all failed" in page and "row-all_failed" in page
-    assert "Simulator" in page and "hx-trigger=\"every 5s" in page
+    assert "Simulator" in page and f"hx-trigger=\"every {settings.LIVE_POLL_SECONDS}s" in page
 
 
 def test_an_htmx_poll_gets_the_fragment_not_the_page(client, viewer, connection):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from batches.client import BatchApi, PermanentError, TransientError
+from batches.client import BatchApi, PermanentError, TransientError, stream_chunks
 from tests.conftest import SIM_KEY
 
 
@@ -120,6 +120,43 @@ def test_a_drip_fed_answer_is_cut_at_the_call_deadline(api, simulator, settings)
     with pytest.raises(TransientError, match="longer than 1s"):
         api.list_batches()
     assert time.monotonic() - started < 1.5
+
+
+def _dripped_file(api, simulator, slow_seconds: float):
+    batch = simulator.inject_batch("completed", lines=50, created_at=simulator.simulator.clock.now() - 60)
+    simulator.set_faults(next=1, kinds=["drip"], slow_seconds=slow_seconds)
+    return api.file_content(batch["input_file_id"])
+
+
+def test_a_file_arriving_under_the_minimum_pace_is_cut_after_the_grace_time(api, simulator, settings):
+    settings.FILE_STREAM_MIN_BYTES_PER_SECOND, settings.FILE_STREAM_GRACE_SECONDS = 100, 0.5
+    response = _dripped_file(api, simulator, slow_seconds=0.05)  # 20 bytes/s
+    received, started = [], time.monotonic()
+    with pytest.raises(TransientError, match="slower than 100 bytes/s"):
+        for chunk in stream_chunks(response):
+            received.append(chunk)
+    response.close()
+    assert 0.5 <= time.monotonic() - started < 1.0 and 0 < len(b"".join(received)) < 50
+
+
+def test_a_file_that_stops_arriving_is_cut_after_the_stall_time(api, simulator, settings):
+    settings.FILE_STREAM_MIN_BYTES_PER_SECOND, settings.FILE_STREAM_STALL_SECONDS = 0, 0.3
+    response = _dripped_file(api, simulator, slow_seconds=3)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="nothing arrived for 0.3s"):
+        list(stream_chunks(response))
+    response.close()
+    assert time.monotonic() - started < 0.6
+
+
+def test_a_file_stream_is_cut_at_its_deadline_however_steady(api, simulator, settings):
+    settings.FILE_STREAM_MIN_BYTES_PER_SECOND = 10
+    response = _dripped_file(api, simulator, slow_seconds=0.01)  # about 100 bytes/s, steadily
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="longer than 0.5s"):
+        list(stream_chunks(response, seconds=0.5))
+    response.close()
+    assert time.monotonic() - started < 0.8
 
 
 def test_slow_retries_all_fit_in_the_call_deadline(api, simulator, settings):

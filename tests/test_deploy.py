@@ -21,6 +21,8 @@ import requests
 from cryptography.fernet import Fernet
 from django.apps import apps
 
+from tests.processes import listening_address, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 PASSWORD = "pw-for-the-deploy-test-123"
@@ -65,16 +67,6 @@ def _run(command: str, env: dict) -> str:
     return result.stdout
 
 
-def _listening_address(server: subprocess.Popen) -> str:
-    """gunicorn was told port 0: the kernel picked a free one, and gunicorn logs which (before any worker boots)."""
-    output = []
-    for line in server.stdout:
-        output.append(line)
-        if found := re.search(r"Listening at: (http://\S+)", line):
-            return found.group(1)
-    raise AssertionError("gunicorn exited before listening:\n" + "".join(output))
-
-
 @pytest.mark.slow
 def test_the_readmes_production_steps_give_a_working_log_in(production_env):
     section = _production_section()
@@ -91,7 +83,7 @@ def test_the_readmes_production_steps_give_a_working_log_in(production_env):
     server = subprocess.Popen(shlex.split(re.sub(r"--bind \S+", "--bind 127.0.0.1:0", web)), cwd=ROOT,
                               env=production_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        base = _listening_address(server)
+        base = listening_address(server)
         session = requests.Session()
         form = session.get(f"{base}/login/", timeout=10)
         assert form.status_code == 200
@@ -102,12 +94,7 @@ def test_the_readmes_production_steps_give_a_working_log_in(production_env):
         listing = session.get(f"{base}/", timeout=10)
         assert listing.status_code == 200 and "No connection yet" in listing.text
     finally:
-        server.terminate()
-        try:
-            server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
+        stop_process(server)
 
 
 def _cache_table_migration(connection) -> None:

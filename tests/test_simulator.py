@@ -299,6 +299,20 @@ def test_each_fault_kind_misbehaves_as_named(simulator):
     assert stats["faults"] == {"drop": 1, "truncated": 1, "timeout": 1}
 
 
+def test_a_drip_fault_on_file_content_drips_the_real_bytes(simulator):
+    data = b'{"custom_id": "a"}\n{"custom_id": "b"}\n'
+    file_id = upload(simulator, data).json()["id"]
+    simulator.set_faults(next=1, kinds=["drip"], slow_seconds=0.02)
+    started = time.monotonic()
+    with call(simulator, "GET", f"/files/{file_id}/content", stream=True) as response:
+        assert int(response.headers["Content-Length"]) == len(data)
+        first = response.raw.read1(1024)
+        body = first + response.raw.read()
+    assert body == data and len(first) < len(data)
+    assert time.monotonic() - started >= 0.02 * (len(data) - 1)
+    assert simulator.stats()["faults"] == {"drip": 1}
+
+
 def test_control_endpoints(simulator):
     base = simulator.url.replace("/v1", "")
     call(simulator, "GET", "/batches")

@@ -4,46 +4,11 @@ Eager mode would never touch the broker; this runs on SQLite + the file broker b
 PostgreSQL + Redis when DATABASE_URL / CELERY_BROKER_URL say so.
 """
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
-from django.db import connections
 
 from batches.models import Batch
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_worker(*extra: str) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "BATCHBOARD_USE_TEST_DATABASE": connections["default"].settings_dict["NAME"]}
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "--pool", "solo", "-Q", "batchboard-test",
-         "--without-heartbeat", "--without-mingle", "--without-gossip", "--loglevel", "INFO", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def stop_worker(worker: subprocess.Popen) -> str:
-    worker.terminate()
-    try:
-        output, _ = worker.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        output, _ = worker.communicate()
-    return output
-
-
-def wait_for(predicate, seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return False
+from batches.store import store_batch
+from tests.processes import start_worker, stop_worker, wait_for
 
 
 @pytest.mark.slow
@@ -62,3 +27,20 @@ def test_a_real_worker_runs_a_delayed_sync_through_the_broker(simulator, connect
         output = stop_worker(worker)
     assert arrived, output[-3000:]
     assert "batches.tasks.sync_connection" in output and "succeeded" in output
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_reads_a_batchs_files_from_the_files_queue(client, login, simulator, sim_clock, connection):
+    payload = simulator.inject_batch("completed", lines=100, fail_share=0.2, created_at=sim_clock.now() - 3600)
+    store_batch(connection, payload)
+    login("viewer")
+    url = f"/batches/sim/{payload['id']}/files/"
+    assert "Reading the error file…" in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    worker = start_worker()
+    try:
+        read = wait_for(lambda: "lines read" in client.get(url, HTTP_HX_REQUEST="true").content.decode())
+    finally:
+        output = stop_worker(worker)
+    assert read, output[-3000:]
+    assert "batches.tasks.read_batch_files" in output and "succeeded" in output

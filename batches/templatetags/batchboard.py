@@ -6,6 +6,8 @@ from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 
+from batches.redact import SHOWN_LIMIT, shown
+
 logger = logging.getLogger(__name__)
 register = template.Library()
 
@@ -69,6 +71,15 @@ def bidi_safe(value):
     if not isinstance(value, str):
         return value
     return _BIDI_CONTROLS.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", value)
+
+
+@register.filter(is_safe=True)
+def api_text(value, limit: int = SHOWN_LIMIT):
+    """An error message or other free text from the API, as shown: at most `limit` characters (redact.shown),
+    bidi controls made visible."""
+    if value is None or value == "":
+        return value
+    return bidi_safe(shown(str(value), int(limit)))
 
 
 @register.filter

@@ -6,8 +6,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.text import slugify
 
+from batches import audit
 from batches.client import ApiError, BatchApi, PermanentError
-from batches.models import Connection
+from batches.models import Connection, KeyUnreadable
 
 
 class Command(BaseCommand):
@@ -36,6 +37,7 @@ class Command(BaseCommand):
             raise CommandError("No API key given.")
         slug = slug or slugify(name)[:50]
         connection = Connection.objects.filter(slug=slug).first() or Connection(slug=slug)
+        before = _audited(connection)
         connection.name, connection.base_url = name, base_url
         connection.organization, connection.project = organization, project
         connection.set_api_key(key)
@@ -56,8 +58,21 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"The key works: {base_url} answered ({count})."))
         finally:
             api.close()
+        created = connection.pk is None
         connection.save()
+        changed = [field for field, value in _audited(connection).items() if value != before[field]]
+        audit.connection_saved(connection, created=created, changed=changed, username="manage.py add_connection")
         self.stdout.write(f"Connection {connection.slug!r} saved; key ending {connection.api_key_hint}.")
 
     def stdin_is_tty(self) -> bool:
         return os.isatty(0)
+
+
+def _audited(connection: Connection) -> dict:
+    """The fields this command sets, to audit which it changed (the key's value is compared, never recorded)."""
+    try:
+        key = connection.api_key if connection.api_key_encrypted else ""
+    except KeyUnreadable:
+        key = ""
+    return {"name": connection.name, "base_url": connection.base_url, "organization": connection.organization,
+            "project": connection.project, "api_key": key}
