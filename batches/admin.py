@@ -175,6 +175,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     def export_csv(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        response = StreamingHttpResponse(audit.csv_lines(), content_type="text/csv; charset=utf-8")
+        events = self.get_queryset(request)  # as the list shows them: scoped to the reader's connections
+        response = StreamingHttpResponse(audit.csv_lines(events), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="batchboard-audit.csv"'
         return response

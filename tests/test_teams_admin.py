@@ -111,3 +111,12 @@ def test_the_admin_shows_a_team_scoped_admin_only_their_connections_batches_and_
     assert client.get(f"/admin/batches/batch/{theirs.pk}/change/").status_code == 302  # "does not exist"
     assert client.get(f"/admin/batches/connection/{other_connection.pk}/change/").status_code == 302
 
+
+def test_the_audit_export_of_a_team_scoped_admin_holds_only_their_connections_events(
+        client, scoped_admin, two_teams, connection, other_connection):
+    for conn, batch_id in ((connection, "batch_mine"), (other_connection, "batch_theirs")):
+        batch, _ = store_batch(conn, payloads.batch(id=batch_id))
+        AuditEvent.objects.create(action="refresh", connection=conn, batch=batch, batch_id_text=batch_id)
+    response = client.get("/admin/batches/auditevent/export.csv")
+    csv = b"".join(response.streaming_content).decode()
+    assert response.status_code == 200 and "batch_mine" in csv and "batch_theirs" not in csv
