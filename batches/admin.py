@@ -5,8 +5,17 @@ from django.core.exceptions import PermissionDenied
 from django.http import StreamingHttpResponse
 from django.urls import path
 
-from . import audit
+from . import audit, selectors
 from .models import KEY_DESTINATION, AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
+
+
+class VisibleOnly:
+    """In the admin too, a team-scoped Admin sees only their teams' connections (batches/selectors.py)."""
+
+    connection_field = "connection"
+
+    def get_queryset(self, request):
+        return selectors.only_visible(super().get_queryset(request), request.user, connection=self.connection_field)
 
 
 class ConnectionForm(forms.ModelForm):
@@ -56,7 +65,8 @@ class ConnectionForm(forms.ModelForm):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(VisibleOnly, admin.ModelAdmin):
+    connection_field = "pk"
     form = ConnectionForm
     list_display = ["name", "slug", "base_url", "api_key_hint", "enabled", "last_success_at", "consecutive_failures"]
     prepopulated_fields = {"slug": ["name"]}
@@ -104,9 +114,9 @@ class SnapshotInline(admin.TabularInline):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(VisibleOnly, admin.ModelAdmin):
     list_display = ["batch_id", "connection", "status", "endpoint", "model", "created_at", "total_requests"]
-    list_filter = ["status", "connection", "endpoint"]
+    list_filter = ["status", ("connection", admin.RelatedOnlyFieldListFilter), "endpoint"]
     search_fields = ["batch_id", "input_file_id", "output_file_id", "error_file_id"]
     list_select_related = ["connection"]
     inlines = [SnapshotInline]
@@ -119,7 +129,8 @@ class BatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(BatchSnapshot)
-class BatchSnapshotAdmin(admin.ModelAdmin):
+class BatchSnapshotAdmin(VisibleOnly, admin.ModelAdmin):
+    connection_field = "batch__connection"
     list_display = ["batch", "version", "observed_at", "status", "completed_requests", "failed_requests"]
     list_select_related = ["batch"]
     raw_id_fields = ["batch"]
@@ -129,7 +140,8 @@ class BatchSnapshotAdmin(admin.ModelAdmin):
 
 
 @admin.register(BatchTransition)
-class BatchTransitionAdmin(admin.ModelAdmin):
+class BatchTransitionAdmin(VisibleOnly, admin.ModelAdmin):
+    connection_field = "batch__connection"
     list_display = ["batch", "status", "at", "observed_at"]
     list_select_related = ["batch"]
     raw_id_fields = ["batch"]
@@ -143,6 +155,9 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_filter = ["action", "ok"]
     search_fields = ["batch_id_text", "username", "target", "ip", "request_id"]
     raw_id_fields = ["batch", "user", "connection"]
+
+    def get_queryset(self, request):
+        return selectors.visible_audit_events(request.user, super().get_queryset(request))
 
     def has_add_permission(self, request):
         return False
@@ -160,6 +175,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     def export_csv(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        response = StreamingHttpResponse(audit.csv_lines(), content_type="text/csv; charset=utf-8")
+        events = self.get_queryset(request)  # as the list shows them: scoped to the reader's connections
+        response = StreamingHttpResponse(audit.csv_lines(events), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="batchboard-audit.csv"'
         return response

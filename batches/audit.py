@@ -63,11 +63,13 @@ class _Line:
         return line
 
 
-def csv_lines():
-    """The whole trail, newest first, read from the database in chunks: constant memory however long it is."""
+def csv_lines(events=None):
+    """The trail (`events`, or all of it), newest first, read from the database in chunks: constant memory
+    however long it is."""
     writer = csv.writer(_Line())
     yield writer.writerow(CSV_COLUMNS)
-    rows = AuditEvent.objects.order_by("-created", "-pk").values_list(*CSV_COLUMNS.values())
+    events = AuditEvent.objects.all() if events is None else events
+    rows = events.order_by("-created", "-pk").values_list(*CSV_COLUMNS.values())
     for row in rows.iterator(chunk_size=1000):
         yield writer.writerow([_cell(value) for value in row])
 

@@ -19,9 +19,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import actions, files, health, insights
+from . import actions, files, health, insights, selectors
 from .client import ApiError, BatchApi, PermanentError
-from .models import FILE_KINDS, KNOWN_STATUSES, Batch, Connection
+from .models import FILE_KINDS, KNOWN_STATUSES, Batch
 
 STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
     ("all_failed", "completed, all failed"), ("unknown", "unknown status")]
@@ -77,16 +77,12 @@ def _require(request, permission: str) -> None:
 
 
 def _get_batch_for_user(request, slug: str, batch_id: str) -> tuple[Batch, dict]:
-    """The batch named in the URL and what this user may do with it (404 if absent, 403 without a role)."""
+    """The batch named in the URL and what this user may do with it (403 without a role; 404 if absent or of
+    a connection the user cannot see, so that ids do not leak)."""
     _require(request, "view_batch")
-    batch = get_object_or_404(Batch.objects.select_related("connection"), connection__slug=slug, batch_id=batch_id)
-    user = request.user
-    can = {
-        "cancel": user.has_perm("batches.cancel_batch"),
-        "download": user.has_perm("batches.download_batch_file"),
-        "refresh": user.has_perm("batches.refresh_batch"),
-    }
-    return batch, can
+    batch = get_object_or_404(selectors.visible_batches(request.user).select_related("connection"),
+                              connection__slug=slug, batch_id=batch_id)
+    return batch, selectors.rights(request.user, batch.connection)
 
 
 def _health_token(connections) -> list:
@@ -103,8 +99,8 @@ def _day_start(day) -> datetime:
     return datetime.combine(day, dt_time.min, dt_timezone.utc)
 
 
-def _filtered(filters: dict):
-    batches = Batch.objects.all()
+def _filtered(filters: dict, user):
+    batches = selectors.visible_batches(user)
     statuses = filters.get("status") or []
     if statuses:
         condition = Q(status__in=[s for s in statuses if s in KNOWN_STATUSES])
@@ -128,12 +124,13 @@ def _filtered(filters: dict):
     return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))
 
 
-def _status_counts(data_version: list) -> dict:
-    """Batches per status, recounted only when some connection's data changed (one grouped scan then)."""
+def _status_counts(user, data_version: list) -> dict:
+    """The user's batches per status, recounted only when one of their connections' data changed (one grouped
+    scan then). data_version lists (pk, version) of the user's visible connections: one key per visible set."""
     key = "status-counts:" + _token(data_version)
     counts = cache.get(key)
     if counts is None:
-        counts = dict(Batch.objects.order_by().values_list("status").annotate(n=Count("id")))
+        counts = dict(selectors.visible_batches(user).order_by().values_list("status").annotate(n=Count("id")))
         cache.set(key, counts, 3600)
     return counts
 
@@ -165,7 +162,7 @@ def batch_list(request):
     form = ListFilters(request.GET)
     form.is_valid()
     filters = form.cleaned_data
-    connections = list(Connection.objects.all())
+    connections = list(selectors.visible_connections(request.user))
     data_version = [(c.pk, c.data_version) for c in connections]
     version = _token(data_version, _health_token(connections), _query_without(request, "v"))
     if request.htmx and request.GET.get("v") == version:
@@ -175,8 +172,8 @@ def batch_list(request):
             label = (form.fields[field].label or field.replace("_", " ")) if field in form.fields else "Filters"
             messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
 
-    counts = _status_counts(data_version)
-    paginator = Paginator(_filtered(filters).select_related("connection"), settings.LIST_PAGE_SIZE)
+    counts = _status_counts(request.user, data_version)
+    paginator = Paginator(_filtered(filters, request.user).select_related("connection"), settings.LIST_PAGE_SIZE)
     known_count = _count_from_status_counts(filters, counts)
     if known_count is not None:
         paginator.__dict__["count"] = known_count  # Paginator.count is a cached_property: skip a COUNT(*)
@@ -191,6 +188,7 @@ def batch_list(request):
         "page": page,
         "cards": cards,
         "connections": connections,
+        "in_no_team": selectors.visible_connection_ids(request.user) == [],
         "multi_connection": len(connections) > 1,
         "unhealthy": [c for c in connections if c.health(now) in ("failing", "stale")],
         "version": version,

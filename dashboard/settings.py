@@ -130,6 +130,7 @@ INSTALLED_APPS = [
     "template_partials",
     "accounts",
     "batches",
+    "teams",
 ]
 
 MIDDLEWARE = [

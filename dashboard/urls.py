@@ -5,6 +5,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("batches.urls")),
+    path("", include("teams.urls")),
 ]
 
 handler403 = "accounts.views.permission_denied"

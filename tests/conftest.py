@@ -62,24 +62,53 @@ def roles(db):
 
     if Group.objects.filter(name__in=["Viewer", "Operator", "Admin"]).count() < 3:
         importlib.import_module("batches.migrations.0002_roles").create_roles(apps, None)
+        importlib.import_module("teams.migrations.0002_admins_manage_teams").add_team_permissions(apps, None)
 
 
 @pytest.fixture
 def login(roles, client):
-    """login(role) logs the test client in as a fresh user of that role and returns the user (None if anonymous)."""
+    """login(role) logs the test client in as a fresh user of that role and returns the user (None if anonymous);
+    login(role, team="Red") also puts them in that team, `username` names them when a test needs several."""
     from django.contrib.auth.models import Group, User
 
-    def _login(role: str):
+    from teams.models import Team
+
+    def _login(role: str, team: str = "", username: str = ""):
         if role == "anonymous":
             return None
-        user = User.objects.create_user(role, password=PASSWORD)  # the group is the role; no is_staff
+        user = User.objects.create_user(username or role, password=PASSWORD)  # the group is the role; no is_staff
         group = {"viewer": "Viewer", "operator": "Operator", "admin": "Admin"}.get(role)
         if group:
             user.groups.add(Group.objects.get(name=group))
+        if team:
+            user.teams.add(Team.objects.get(name=team))
         client.force_login(user)
         return user
 
     return _login
+
+
+@pytest.fixture
+def other_connection(connection):
+    """A second connection, "other", on the same server as `connection` ("sim")."""
+    from batches.models import Connection
+
+    other = Connection(name="Other", slug="other", base_url=connection.base_url, poll_interval=15)
+    other.set_api_key(SIM_KEY)
+    other.save()
+    return other
+
+
+@pytest.fixture
+def two_teams(roles, connection, other_connection):
+    """Team Red may use "sim" up to operator, team Blue "other" up to viewer. Once they exist, users in
+    neither team see no connection."""
+    from teams.models import Team, TeamGrant
+
+    red, blue = Team.objects.create(name="Red"), Team.objects.create(name="Blue")
+    TeamGrant.objects.create(team=red, connection=connection, role="operator")
+    TeamGrant.objects.create(team=blue, connection=other_connection, role="viewer")
+    return red, blue
 
 
 @pytest.fixture

@@ -140,3 +140,31 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         forged = viewer.request.post(f"{base}/batches/sim/{batch_id}/cancel/", headers={"X-CSRFToken": token})
         assert forged.status == 403
         browser.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_team_viewer_sees_only_their_batches_and_the_other_teams_batch_is_not_found(
+        live_server, login, two_teams, connection, other_connection, monkeypatch):
+    from batches.store import store_batch
+    from tests import payloads
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright's sync API
+    for i in range(3):
+        store_batch(connection, payloads.batch(id=f"batch_red_{i}", metadata={"description": "red team job"}))
+    store_batch(other_connection, payloads.batch(id="batch_blue_0", metadata={"description": "blue team job"}))
+    login("viewer", team="Red", username="rita")
+    base = live_server.url
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _log_in(page, base, "rita")
+        expect(page.locator("table.batches tbody tr")).to_have_count(3)
+        expect(page.locator("table.batches")).not_to_contain_text("blue team job")
+        assert page.locator("select[name=connection] option").all_inner_texts() == ["all", "Simulator"]
+        expect(page.locator(".pager")).to_contain_text("3 batches")
+        response = page.goto(f"{base}/batches/other/batch_blue_0/")
+        assert response.status == 404
+        expect(page.locator("h1")).to_have_text("Not found")
+        assert "batch_blue_0" not in page.content()
+        browser.close()

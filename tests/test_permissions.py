@@ -23,6 +23,7 @@ MATRIX = {
     "account": {"GET": (302, 200, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "logout-everywhere": {"GET": (302, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "admin:index": {"GET": (302, 302, 302, 302, 200)},
+    "access": {"GET": (302, 403, 403, 403, 200), "POST": (302, 405, 405, 405, 405)},
 }
 PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login
 
@@ -62,6 +63,51 @@ def test_the_matrix_holds_for_a_batch_whose_id_is_path_like(client, login, synce
             for method, expected in methods.items():
                 response = getattr(client, method.lower())(_url(name, odd))
                 assert response.status_code == expected[ROLES.index(role)], (name, method)
+
+
+# The matrix with two connections and two teams: Red may use "sim" up to operator, Blue "other" up to viewer.
+# (the user's team, the batch's connection) -> the batch routes' rows; every other route answers as in MATRIX.
+ANOTHER_TEAMS_BATCH = {  # a batch of a connection the user cannot see: 404, so ids do not leak
+    "batch-detail": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-files": {"GET": (302, 403, 404, 404, 404)},
+    "batch-download": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-cancel": {"GET": (302, 403, 404, 404, 404), "POST": (302, 403, 404, 404, 404)},
+    "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 404, 404, 404)},
+}
+VIEWER_CEILING = {  # the team's grant caps every role at viewer: read, nothing else
+    "batch-detail": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-files": {"GET": (302, 403, 200, 200, 200)},
+    "batch-download": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
+    "batch-cancel": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},
+    "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 403)},
+}
+TEAM_MATRIX = {("Red", "sim"): MATRIX, ("Red", "other"): ANOTHER_TEAMS_BATCH, ("Blue", "other"): VIEWER_CEILING}
+
+
+@pytest.mark.parametrize("team,slug", TEAM_MATRIX)
+@pytest.mark.parametrize("role", ROLES)
+def test_the_matrix_with_two_teams_and_two_connections(client, login, synced_batch, two_teams, team, slug, role):
+    from batches.store import store_batch
+
+    other, _ = store_batch(two_teams[1].grants.get().connection, {**synced_batch.raw, "id": "batch_of_other"})
+    batch = synced_batch if slug == "sim" else other
+    user = login(role, team=team)
+    wrong = []
+    for name, methods in MATRIX.items():
+        for method, expected in TEAM_MATRIX[team, slug].get(name, methods).items():
+            if user:  # log in again each time, afresh: the log-out routes end the session (or all of them)
+                client.force_login(type(user).objects.get(pk=user.pk))
+            response = getattr(client, method.lower())(_url(name, batch))
+            if response.status_code != expected[ROLES.index(role)]:
+                wrong.append((name, method, response.status_code, expected[ROLES.index(role)]))
+            if name == "batch-list" and response.status_code == 200:
+                page = response.content.decode()
+                seen = {"sim": synced_batch.batch_id in page, "other": "batch_of_other" in page}
+                if seen != {"sim": team == "Red", "other": team == "Blue"}:
+                    wrong.append((name, "shows", seen))
+            if response.status_code == 404 and batch.batch_id in response.content.decode():
+                wrong.append((name, method, "404 names the id"))
+    assert not wrong, wrong
 
 
 def test_every_route_has_a_decision():
