@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.conf import settings
 
 from .models import AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
+from .store import delete_batches
 
 
 class ConnectionForm(forms.ModelForm):
@@ -88,6 +89,13 @@ class BatchAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in Batch._meta.fields]
+
+    # Deleting goes through the store, which keeps the status counts in step.
+    def delete_model(self, request, obj):
+        delete_batches(Batch.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        delete_batches(queryset)
 
 
 @admin.register(BatchSnapshot)
