@@ -300,6 +300,8 @@ SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 # The dashboard.
 LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 5, minimum=1)
 LIST_PAGE_SIZE = env_number("LIST_PAGE_SIZE", 50, minimum=1)
+# A filtered list's total is counted up to this many rows, then shown as "10,000+".
+LIST_COUNT_LIMIT = env_number("LIST_COUNT_LIMIT", 10000, minimum=1)
 ERROR_FILE_SCAN_BYTES = env_number("ERROR_FILE_SCAN_BYTES", 10 * 1024 * 1024, minimum=1024)
 DOWNLOAD_CHUNK_BYTES = env_number("DOWNLOAD_CHUNK_BYTES", 64 * 1024, minimum=1024)
 # A batch sitting in validating/finalizing/cancelling longer than this is flagged "stuck?".
