@@ -207,7 +207,7 @@ def _ranges(keys, values) -> list[Q]:
             parts[-1] = [j, bound & (after | parts[-1][1]), True]
         else:
             parts.append([j, after, True])
-        if _nulls_last(key):
+        if _nulls_last(key) and Batch._meta.get_field(key.field).null:
             parts.append([j, Q(**{f"{key.field}__isnull": True}), False])
     return [Q(*[Q(**{keys[i].field: values[i]} if values[i] is not None else {f"{keys[i].field}__isnull": True})
                 for i in range(j)]) & condition for j, condition, _ in parts]
