@@ -10,7 +10,7 @@ way a sync stores it (the first render after a change) and once more (warm). Dee
 a reader reaches them, by the pager's "Older" link from the page before; "typed" is the same page number
 written into the URL by hand.
 Targets: list p95 < 100 ms after a change and < 50 ms warm, <= 8 queries, whatever the filter, sort, page
-size or depth; detail p95 < 50 ms after a change; idle poll (request and response) < 1 KB.
+size or depth; detail p95 < 50 ms after a change. Idle polls: the bytes of request and answer, reported.
 """
 
 import argparse
