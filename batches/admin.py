@@ -6,6 +6,7 @@ from django.http import StreamingHttpResponse
 from django.urls import path
 
 from . import audit, selectors
+from .store import delete_batches
 from .models import KEY_DESTINATION, AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
 
 
@@ -126,6 +127,13 @@ class BatchAdmin(VisibleOnly, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in Batch._meta.fields]
+
+    # Deleting goes through the store, which keeps the status counts in step.
+    def delete_model(self, request, obj):
+        delete_batches(Batch.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        delete_batches(queryset)
 
 
 @admin.register(BatchSnapshot)

@@ -39,6 +39,8 @@ TIMESTAMP_FIELDS = (
     "cancelled_at",
 )
 FILE_KINDS = ("input", "output", "error")
+# A `completed` batch whose every request failed (Batch.all_requests_failed, as a query).
+ALL_FAILED = models.Q(status="completed", completed_requests__lte=0, failed_requests__gt=0)
 # How a server orders GET /batches (OpenAI: newest first); detected from the first page it sends.
 NEWEST_FIRST, OLDEST_FIRST = "newest_first", "oldest_first"
 KEY_UNREADABLE = "API key unreadable: enter it again"
@@ -213,7 +215,7 @@ class Connection(models.Model):
         self.full_walk_due, self.walk_anomaly = True, False
 
     def stored_batches(self) -> int:
-        return self.batches.count()
+        return BatchCount.objects.filter(connection=self).aggregate(n=models.Sum("n"))["n"] or 0
 
 
 class Batch(models.Model):
@@ -290,6 +292,11 @@ class Batch(models.Model):
             # (PostgreSQL also gets a NULLS LAST variant in migration 0004; SQLite sorts NULLs last anyway)
             models.Index(fields=["-total_tokens", "-id"], name="batch_most_tokens"),
             models.Index(fields=["-total_requests", "-id"], name="batch_most_requests"),
+            # the list filtered by "completed, all failed", newest first
+            models.Index(fields=["-created_at", "-id"], condition=ALL_FAILED, name="batch_all_failed_newest"),
+            # retention: finished batches whose last change crossed the cutoff since its previous run
+            models.Index(fields=["last_changed_at"], condition=models.Q(status__in=TERMINAL_STATUSES),
+                         name="batch_finished_changed"),
         ]
 
     def __str__(self) -> str:
@@ -383,6 +390,32 @@ class Batch(models.Model):
                 if value:
                     return str(value)[:200]
         return ""
+
+
+class BatchCount(models.Model):
+    """How many batches of a connection are in a status (`completed` ones whose every request failed apart).
+    batches/store.py keeps it in the transaction that adds, changes or deletes a batch, so no page recounts
+    the batch table; `manage.py rebuild_batch_counts` recounts it from scratch."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=64)
+    all_failed = models.BooleanField(default=False)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # store._count_changes' upsert: one row per connection, status and all-failed flag
+            models.UniqueConstraint(fields=["connection", "status", "all_failed"], name="batch_count_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id} {self.status}{' all failed' if self.all_failed else ''}: {self.n}"
+
+
+class SnapshotRetention(models.Model):
+    """Retention's high-water mark (one row): batches last changed before `thinned_until` are thinned."""
+
+    thinned_until = models.DateTimeField()
 
 
 class BatchSnapshot(models.Model):

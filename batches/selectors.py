@@ -1,20 +1,33 @@
-"""What a user may see and do: every page, fragment, count, download and action gets its batches and
-connections here, so access scoping has exactly one home.
+"""Reads the pages share, and what a user may see and do: every page, fragment, count, download and action
+gets its batches and connections here, so access scoping has exactly one home.
 
 Roles (Viewer, Operator, Admin) say *what* a user may do; team grants (teams/models.py) say *where*. Once one
 team exists, a user sees only the connections granted to their teams, and on each may do what their role
 allows, capped by the best grant (viewer: read; operator: also cancel, download, refresh). Superusers, and
 members of a team granted all connections, see every connection. With no team at all, every role sees
 everything, as before teams existed.
+
+The batch list is built to stay fast at millions of batches: counts come from BatchCount (kept by
+batches/store.py) or stop at LIST_COUNT_LIMIT, and the pager's links carry the position of the row they
+continue from (keyset pagination), so a deep page costs what the first one does.
 """
 
+import base64
+import binascii
+import json
+import math
 from dataclasses import dataclass, field
+from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezone
+from typing import NamedTuple
+from urllib.parse import urlencode
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.conf import settings
+from django.db import connection as db
+from django.db.models import DateTimeField, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
 
 from teams.models import OPERATOR, VIEWER, Team
 
-from .models import AuditEvent, Batch, Connection
+from .models import ALL_FAILED, KNOWN_STATUSES, AuditEvent, Batch, BatchCount, Connection
 
 # What a user may do with a batch, and the permission their role must hold for it.
 ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
@@ -124,3 +137,231 @@ def visible_audit_events(user, events: QuerySet[AuditEvent] | None = None) -> Qu
     ids = visible_connection_ids(user)
     events = AuditEvent.objects.all() if events is None else events
     return events if ids is None else events.filter(Q(connection__in=ids) | Q(connection__isnull=True))
+
+
+# ----- the batch list ------------------------------------------------------------------------------
+class Key(NamedTuple):
+    """One column of a sort order; `nulls_last` None leaves NULLs where the database puts them."""
+
+    field: str
+    descending: bool = False
+    nulls_last: bool | None = None
+
+
+# Each sort's columns, ending with a unique one that is never NULL, so that a row's values in them say
+# exactly where it stands.
+SORTS = {
+    "-created": (Key("created_at", True), Key("id", True)),
+    "created": (Key("created_at"), Key("id")),
+    "status": (Key("status"), Key("created_at", True), Key("id", True)),
+    "-tokens": (Key("total_tokens", True, nulls_last=True), Key("id", True)),
+    "-requests": (Key("total_requests", True), Key("id", True)),
+}
+DEFAULT_SORT = "-created"
+_COUNTED_FILTERS = ("status", "connection")  # what BatchCount can count
+
+
+def _day_start(day) -> datetime:
+    return datetime.combine(day, dt_time.min, dt_timezone.utc)
+
+
+def filtered_batches(filters: dict, user):
+    """The batches of the user's connections that a list with these (validated) filters shows, in its
+    sort order."""
+    batches = visible_batches(user)
+    statuses = filters.get("status") or []
+    if statuses:
+        condition = Q(status__in=[s for s in statuses if s in KNOWN_STATUSES])
+        if "all_failed" in statuses:
+            condition |= ALL_FAILED
+        if "unknown" in statuses:
+            condition |= ~Q(status__in=KNOWN_STATUSES)
+        batches = batches.filter(condition)
+    if filters.get("connection"):
+        batches = batches.filter(connection__slug=filters["connection"])
+    if filters.get("endpoint"):
+        batches = batches.filter(endpoint=filters["endpoint"])
+    if filters.get("model"):
+        batches = batches.filter(model=filters["model"])
+    if filters.get("created_from"):
+        batches = batches.filter(created_at__gte=_day_start(filters["created_from"]))
+    if filters.get("created_to"):
+        batches = batches.filter(created_at__lt=_day_start(filters["created_to"]) + timedelta(days=1))
+    if filters.get("q") and filters["q"].strip():
+        batches = batches.filter(search_text__contains=filters["q"].strip().lower())
+    return batches.order_by(*_order(SORTS[filters.get("sort") or DEFAULT_SORT]))
+
+
+def _order(keys) -> list:
+    order = []
+    for key in keys:
+        nulls = {} if key.nulls_last is None else {"nulls_last": True} if key.nulls_last else {"nulls_first": True}
+        order.append(F(key.field).desc(**nulls) if key.descending else F(key.field).asc(**nulls))
+    return order
+
+
+# ----- counts ------------------------------------------------------------------------------------
+def batch_counts(user) -> list[tuple]:
+    """(connection id, status, all failed, batches) for every non-empty group of the user's connections: a
+    few dozen rows."""
+    counts = only_visible(BatchCount.objects.exclude(n=0), user)
+    return list(counts.values_list("connection_id", "status", "all_failed", "n"))
+
+
+def status_cards(counts: list[tuple]) -> list[dict]:
+    """Batches per status (every known one, then "unknown" when there are any)."""
+    per_status = {}
+    for _, status, _, n in counts:
+        per_status[status] = per_status.get(status, 0) + n
+    cards = [{"status": s, "count": per_status.get(s, 0)} for s in KNOWN_STATUSES]
+    unknown = sum(n for s, n in per_status.items() if s not in KNOWN_STATUSES)
+    if unknown:
+        cards.append({"status": "unknown", "count": unknown})
+    return cards
+
+
+def list_count(filters: dict, counts: list[tuple], connections, batches) -> tuple[int, bool]:
+    """How many batches the filtered list holds, and whether that is exact. Lists filtered by status and
+    connection at most are summed from `counts`; others are counted in SQL, but only up to
+    LIST_COUNT_LIMIT + 1 rows, so a search matching most of the table costs no more than one matching
+    10,000 (the page then says "10,000+")."""
+    if not any(filters.get(k) for k in ("endpoint", "model", "created_from", "created_to")) and not (
+            filters.get("q") or "").strip():
+        slug = filters.get("connection")
+        connection_id = next((c.pk for c in connections if c.slug == slug), None) if slug else None
+        statuses = set(filters.get("status") or [])
+        return sum(n for conn, status, all_failed, n in counts
+                   if (not slug or conn == connection_id)
+                   and (not statuses or status in statuses or (all_failed and "all_failed" in statuses)
+                        or (status not in KNOWN_STATUSES and "unknown" in statuses))), True
+    limit = settings.LIST_COUNT_LIMIT
+    found = batches.order_by()[:limit + 1].count()
+    return min(found, limit), found <= limit
+
+
+# ----- pages -------------------------------------------------------------------------------------
+@dataclass
+class ListPage:
+    rows: list
+    number: int
+    count: int
+    exact: bool  # False: the list holds more than `count` batches
+    size: int
+    next_query: str = ""  # query-string parameters of the pager's links ("" when there is no such page)
+    previous_query: str = ""
+
+    @property
+    def num_pages(self) -> int | None:
+        return max(1, math.ceil(self.count / self.size)) if self.exact else None
+
+
+def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact: bool, after: str = "",
+               before: str = "") -> ListPage:
+    """Page `number` of an ordered list. With `after` (or `before`), the cursor of the row the page follows
+    (or precedes), the rows are read from that row on through the sort's index, whatever the depth;
+    without one (a page number typed or shared without its cursor), by OFFSET. Either way the page's
+    links carry cursors."""
+    keys = SORTS[sort]
+    values = _values(after or before, keys) if (after or before) else None
+    rows = []
+    if values is not None and after:
+        rows = _rows_after(batches, keys, values, size + 1)
+    elif values is not None:
+        rows = _rows_after(batches.reverse(), [_reversed(k) for k in keys], values, size + 1)
+        if len(rows) > size:  # a full page, and more before it
+            page = ListPage(rows[size - 1::-1], number, count, exact, size)
+            return _with_links(page, keys, has_next=True, has_previous=True)
+        rows = []  # fewer: that is the top of the list, read below as page 1
+        number = 1
+    if not rows:
+        rows = list(batches[(number - 1) * size:number * size + 1])
+        if not rows and number > 1:  # past the end: the last page
+            total = count if exact else batches.count()
+            number = max(1, math.ceil(total / size))
+            rows = list(batches[(number - 1) * size:number * size + 1])
+    page = ListPage(rows[:size], number, count, exact, size)
+    return _with_links(page, keys, has_next=len(rows) > size, has_previous=number > 1)
+
+
+def _with_links(page: ListPage, keys, *, has_next: bool, has_previous: bool) -> ListPage:
+    if has_next and page.rows:
+        page.next_query = urlencode({"page": page.number + 1, "after": _cursor(page.rows[-1], keys)})
+    if has_previous and page.rows:
+        previous = {"page": page.number - 1, "before": _cursor(page.rows[0], keys)}
+        page.previous_query = urlencode(previous if page.number > 2 else {"page": 1})
+    return page
+
+
+def _rows_after(batches, keys, values, limit: int) -> list:
+    rows = []
+    for condition in _ranges(keys, values):
+        rows += batches.filter(condition)[:limit - len(rows)]
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def _nulls_last(key: Key) -> bool:
+    if key.nulls_last is not None:
+        return key.nulls_last
+    return key.descending != db.features.nulls_order_largest
+
+
+def _reversed(key: Key) -> Key:
+    return Key(key.field, not key.descending, not _nulls_last(key))
+
+
+def _ranges(keys, values) -> list[Q]:
+    """The rows after `values` in the order of `keys`, as consecutive ranges in that order, each one a
+    range of an index on `keys`: equal leading columns, then a bound on one run of columns sorted the
+    same way. Usually one range; a second one when a page crosses from one status to the next, or into
+    the rows whose sort column is NULL."""
+    parts = []  # [first column, condition on the columns from there, could take in the column before]
+    for j in reversed(range(len(keys))):
+        key, value = keys[j], values[j]
+        if value is None:
+            if not _nulls_last(key):
+                parts.append([j, Q(**{f"{key.field}__isnull": False}), False])
+            continue
+        after = Q(**{f"{key.field}__{'lt' if key.descending else 'gt'}": value})
+        if parts and parts[-1][2] and parts[-1][0] == j + 1 and keys[j + 1].descending == key.descending:
+            bound = Q(**{f"{key.field}__{'lte' if key.descending else 'gte'}": value})
+            parts[-1] = [j, bound & (after | parts[-1][1]), True]
+        else:
+            parts.append([j, after, True])
+        if _nulls_last(key) and Batch._meta.get_field(key.field).null:
+            parts.append([j, Q(**{f"{key.field}__isnull": True}), False])
+    return [Q(*[Q(**{keys[i].field: values[i]} if values[i] is not None else {f"{keys[i].field}__isnull": True})
+                for i in range(j)]) & condition for j, condition, _ in parts]
+
+
+def _cursor(row: Batch, keys) -> str:
+    values = [getattr(row, k.field) for k in keys]
+    text = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _values(cursor: str, keys) -> list | None:
+    """The row position a cursor from the query string holds, or None if it is not one for this sort."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(values, list) or len(values) != len(keys):
+        return None
+    for index, (key, value) in enumerate(zip(keys, values)):
+        field = Batch._meta.get_field(key.field)
+        if value is None:
+            if not field.null:
+                return None
+        elif isinstance(field, DateTimeField):
+            try:
+                values[index] = datetime.fromisoformat(value).astimezone(dt_timezone.utc)
+            except (TypeError, ValueError, OverflowError):  # naive ones are taken as local time: no harm
+                return None
+        elif isinstance(field, IntegerField):
+            if type(value) is not int or not -2**63 <= value < 2**63:
+                return None
+        elif not isinstance(value, str) or "\x00" in value:
+            return None
+    return values

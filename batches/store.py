@@ -4,14 +4,20 @@ Safe to call twice with the same payload and safe under concurrent callers: upda
 conditional on the version read (optimistic), and unique constraints back that up.
 """
 
+from collections import Counter
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection as db, transaction
+from django.db.models import BooleanField, Case, Count, F, Value, When
 from django.utils import timezone
 
-from .models import STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchSnapshot, BatchTransition, Connection
+from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
+                     BatchTransition, Connection)
 from .payload import VISIBLE_FIELDS, batch_fields, visible_state
+
+# Batch.all_requests_failed in SQL.
+_FAILED_ALL = Case(When(ALL_FAILED, then=Value(True)), default=Value(False), output_field=BooleanField())
+
 
 def store_batch(connection: Connection, payload, *, observed_at: datetime | None = None) -> tuple[Batch, str]:
     """Upsert one API payload. Returns the batch and what happened: "new", "changed" or "unchanged".
@@ -44,6 +50,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                         **fields,
                     )
                     _write_history(batch, observed_at)
+                    _count_changes({_bucket(batch): 1})
                     bump_data_version(connection)
                 return batch, "new"
             except IntegrityError:
@@ -65,8 +72,11 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             )
             if not updated:
                 continue  # somebody changed it between our read and write: read again
+            before = _bucket(batch)  # the row had this version, so these values
             batch.refresh_from_db()
             _write_history(batch, observed_at)
+            if _bucket(batch) != before:
+                _count_changes({_bucket(batch): 1, before: -1})
             bump_data_version(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
@@ -89,6 +99,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             BatchSnapshot.objects.bulk_create([_snapshot(batch, observed_at) for batch in rows])
             BatchTransition.objects.bulk_create(
                 [t for batch in rows for t in _transitions(batch, observed_at)], ignore_conflicts=True)
+            _count_changes(Counter(_bucket(batch) for batch in rows))
             bump_data_version(connection)
     except IntegrityError:
         return None
@@ -110,6 +121,61 @@ def mark_missing(connection: Connection, batch_id: str, *, now: datetime) -> Non
 
 def bump_data_version(connection: Connection) -> None:
     Connection.objects.filter(pk=connection.pk).update(data_version=F("data_version") + 1)
+
+
+def delete_batches(batches) -> int:
+    """Delete the batches of a queryset, with their history, and take them out of the counts. Returns how
+    many batches were deleted."""
+    with transaction.atomic():
+        # Locked, so that no sync moves one of them to another status between counting and deleting.
+        rows = list(batches.select_for_update().annotate(failed_all=_FAILED_ALL)
+                    .values_list("pk", "connection_id", "status", "failed_all"))
+        for start in range(0, len(rows), 500):
+            Batch.objects.filter(pk__in=[row[0] for row in rows[start:start + 500]]).delete()
+        _count_changes({key: -n for key, n in Counter(row[1:] for row in rows).items()})
+        for connection_id in {row[1] for row in rows}:
+            bump_data_version(Connection(pk=connection_id))
+    return len(rows)
+
+
+def rebuild_batch_counts(*, batch_model=Batch, count_model=BatchCount) -> int:
+    """Recount BatchCount from the batch table, replacing what it held (migrations pass their historical
+    models). Stores wait meanwhile on PostgreSQL, so none of their changes is lost or counted twice.
+    Returns the number of batches counted."""
+    table = count_model._meta.db_table
+    with transaction.atomic():
+        if db.vendor == "postgresql":
+            with db.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        count_model.objects.all().delete()
+        groups = (batch_model.objects.order_by().annotate(failed_all=_FAILED_ALL)
+                  .values_list("connection_id", "status", "failed_all").annotate(n=Count("id")))
+        rows = [count_model(connection_id=c, status=s, all_failed=f, n=n) for c, s, f, n in groups]
+        count_model.objects.bulk_create(rows, batch_size=1000)
+    return sum(row.n for row in rows)
+
+
+def _bucket(batch: Batch) -> tuple:
+    """Where a batch is counted in BatchCount."""
+    return batch.connection_id, batch.status, batch.all_requests_failed
+
+
+def _count_changes(changes: dict) -> None:
+    """Add each change ((connection id, status, all failed) -> +n or -n) to BatchCount in one upsert, which
+    creates missing rows and adds to existing ones without reading them first. Rows are written in one
+    fixed order, so two transactions changing the same rows cannot deadlock."""
+    rows = sorted((key, n) for key, n in changes.items() if n)
+    if not rows:
+        return
+    table = BatchCount._meta.db_table
+    with db.cursor() as cursor:
+        # The same statement on PostgreSQL and SQLite (3.24+); the ORM's upsert cannot add to a column.
+        cursor.execute(
+            f"INSERT INTO {table} (connection_id, status, all_failed, n) VALUES "
+            + ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+            + f" ON CONFLICT (connection_id, status, all_failed) DO UPDATE SET n = {table}.n + excluded.n",
+            [value for (connection_id, status, all_failed), n in rows for value in (connection_id, status,
+                                                                                      all_failed, n)])
 
 
 def _is_stale_observation(batch: Batch, fields: dict) -> bool:

@@ -1,17 +1,14 @@
 import hashlib
 import json
 import re
-from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
+from datetime import date, timedelta
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db.models import Count, F, Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -28,13 +25,6 @@ STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
 # The endpoints the Batch API accepts (CONTRACT.md §4), for the endpoint filter.
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
              "/v1/images/generations", "/v1/images/edits", "/v1/videos")
-SORTS = {
-    "-created": ("-created_at", "-id"),
-    "created": ("created_at", "id"),
-    "status": ("status", "-created_at", "-id"),
-    "-tokens": (F("total_tokens").desc(nulls_last=True), "-id"),
-    "-requests": ("-total_requests", "-id"),
-}
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -60,8 +50,11 @@ class ListFilters(forms.Form):
     created_from = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     created_to = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, max_length=200, label="Search", validators=[_decoded_text])
-    sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
+    sort = forms.ChoiceField(choices=[(k, k) for k in selectors.SORTS], required=False)
     page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    # Where the pager's links continue from (selectors.batch_page); one that does not fit is not used.
+    after = forms.CharField(required=False, max_length=1000)
+    before = forms.CharField(required=False, max_length=1000)
 
     def clean(self):
         data = super().clean()
@@ -95,58 +88,6 @@ def _token(*parts) -> str:
 
 
 # ----- the list ----------------------------------------------------------------------------------
-def _day_start(day) -> datetime:
-    return datetime.combine(day, dt_time.min, dt_timezone.utc)
-
-
-def _filtered(filters: dict, user):
-    batches = selectors.visible_batches(user)
-    statuses = filters.get("status") or []
-    if statuses:
-        condition = Q(status__in=[s for s in statuses if s in KNOWN_STATUSES])
-        if "all_failed" in statuses:
-            condition |= Q(status="completed", completed_requests__lte=0, failed_requests__gt=0)
-        if "unknown" in statuses:
-            condition |= ~Q(status__in=KNOWN_STATUSES)
-        batches = batches.filter(condition)
-    if filters.get("connection"):
-        batches = batches.filter(connection__slug=filters["connection"])
-    if filters.get("endpoint"):
-        batches = batches.filter(endpoint=filters["endpoint"])
-    if filters.get("model"):
-        batches = batches.filter(model=filters["model"])
-    if filters.get("created_from"):
-        batches = batches.filter(created_at__gte=_day_start(filters["created_from"]))
-    if filters.get("created_to"):
-        batches = batches.filter(created_at__lt=_day_start(filters["created_to"]) + timedelta(days=1))
-    if filters.get("q") and filters["q"].strip():
-        batches = batches.filter(search_text__contains=filters["q"].strip().lower())
-    return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))
-
-
-def _status_counts(user, data_version: list) -> dict:
-    """The user's batches per status, recounted only when one of their connections' data changed (one grouped
-    scan then). data_version lists (pk, version) of the user's visible connections: one key per visible set."""
-    key = "status-counts:" + _token(data_version)
-    counts = cache.get(key)
-    if counts is None:
-        counts = dict(selectors.visible_batches(user).order_by().values_list("status").annotate(n=Count("id")))
-        cache.set(key, counts, 3600)
-    return counts
-
-
-def _count_from_status_counts(filters: dict, counts: dict) -> int | None:
-    """The row count of a list filtered by known statuses at most, from the grouped counts already read."""
-    if any(filters.get(k) for k in ("connection", "endpoint", "model", "created_from", "created_to", "q")):
-        return None
-    statuses = filters.get("status") or []
-    if not statuses:
-        return sum(counts.values())
-    if all(s in KNOWN_STATUSES for s in statuses):
-        return sum(counts.get(s, 0) for s in set(statuses))
-    return None
-
-
 def _query_without(request, *names: str) -> str:
     query = request.GET.copy()
     for name in names:
@@ -172,30 +113,26 @@ def batch_list(request):
             label = (form.fields[field].label or field.replace("_", " ")) if field in form.fields else "Filters"
             messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
 
-    counts = _status_counts(request.user, data_version)
-    paginator = Paginator(_filtered(filters, request.user).select_related("connection"), settings.LIST_PAGE_SIZE)
-    known_count = _count_from_status_counts(filters, counts)
-    if known_count is not None:
-        paginator.__dict__["count"] = known_count  # Paginator.count is a cached_property: skip a COUNT(*)
-    page = paginator.get_page(filters.get("page") or 1)
-    cards = [{"status": s, "count": counts.get(s, 0)} for s in KNOWN_STATUSES]
-    unknown = sum(n for s, n in counts.items() if s not in KNOWN_STATUSES)
-    if unknown:
-        cards.append({"status": "unknown", "count": unknown})
+    counts = selectors.batch_counts(request.user)
+    batches = selectors.filtered_batches(filters, request.user).select_related("connection")
+    count, exact = selectors.list_count(filters, counts, connections, batches)
+    page = selectors.batch_page(batches, sort=filters.get("sort") or selectors.DEFAULT_SORT,
+                                number=filters.get("page") or 1, size=settings.LIST_PAGE_SIZE, count=count,
+                                exact=exact, after=filters.get("after") or "", before=filters.get("before") or "")
     now = timezone.now()
     context = {
         "form": form,
         "page": page,
-        "cards": cards,
+        "cards": selectors.status_cards(counts),
         "connections": connections,
         "in_no_team": selectors.visible_connection_ids(request.user) == [],
         "multi_connection": len(connections) > 1,
         "unhealthy": [c for c in connections if c.health(now) in ("failing", "stale")],
         "version": version,
         "live_query": _query_without(request, "v"),
-        "page_query": _query_without(request, "page", "v"),
-        "sort_query": _query_without(request, "sort", "page", "v"),
-        "sort": filters.get("sort") or "-created",
+        "page_query": _query_without(request, "page", "after", "before", "v"),
+        "sort_query": _query_without(request, "sort", "page", "after", "before", "v"),
+        "sort": filters.get("sort") or selectors.DEFAULT_SORT,
         "filtered": any(filters.get(k) for k in ("status", "connection", "endpoint", "model", "created_from",
                                                    "created_to", "q")),
         "endpoints": ENDPOINTS,

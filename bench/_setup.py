@@ -25,7 +25,7 @@ def setup_django(database_url: str | None, label: str):
         import psycopg
 
         parts = urlsplit(database_url)
-        name = f"batchboard_bench_{label}"
+        name = f"batchboard_bench_{label}_{os.getpid()}"  # two runs on one server keep apart
         admin_url = urlunsplit(parts._replace(path="/postgres"))
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

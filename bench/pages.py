@@ -1,19 +1,27 @@
-"""Page benchmark: the batch list with many batches and snapshots, a detail page with a long history, and
-the bytes an idle live poll costs.
+"""Page benchmark: the batch list with many batches and snapshots, a detail page with a long history, the
+bytes an idle live poll costs, and snapshot retention's hourly run.
 
-    python bench/pages.py [--batches 100000] [--snapshots 1000000] [--detail-snapshots 10000]
-                          [--requests 200] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+    python bench/pages.py [--batches 1000000] [--snapshots 10000000] [--detail-snapshots 10000]
+                          [--rounds 5] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
 
 Server time is measured in-process around Django's test client (no network), with the SQL query count.
-Targets: list p95 < 100 ms with <= 8 queries whatever the page size; detail < 100 ms; idle poll < 1 KB.
+Every list URL is measured at page sizes 10, 50 and 200, each time twice: right after a change stored the
+way a sync stores it (the first render after a change) and once more (warm). Deep pages are reached the way
+a reader reaches them, by the pager's "Older" link from the page before; "typed" is the same page number
+written into the URL by hand.
+Targets: list p95 < 100 ms after a change and < 50 ms warm, <= 8 queries, whatever the filter, sort, page
+size or depth; detail p95 < 50 ms after a change. Idle polls: the bytes of request and answer, reported.
 """
 
 import argparse
+import html
 import os
 import platform
 import random
+import re
 import time
 import warnings
+from contextlib import contextmanager
 from datetime import timedelta
 
 from _setup import run_on_private_database, table
@@ -23,78 +31,110 @@ FILTERS = [
     "?model=gpt-4o-mini", "?endpoint=/v1/embeddings", "?q=batch_000123", "?q=nightly", "?sort=-tokens",
     "?created_from=2026-01-01&created_to=2026-01-31", "?page=40", "?status=validating&connection=bench-1",
 ]
-
+# Lists whose page DEEP_PAGE is reached through the pager (and, below, every sort's); the first also typed.
+DEEP = ["", "?status=completed", "?status=all_failed", "?q=nightly"]
+DEEP_PAGE = 2000
+PAGE_SIZES = (10, 50, 200)
 
 warnings.filterwarnings("ignore", message="Limit for query logging exceeded")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=100_000)
-    parser.add_argument("--snapshots", type=int, default=1_000_000)
+    parser.add_argument("--batches", type=int, default=1_000_000)
+    parser.add_argument("--snapshots", type=int, default=10_000_000)
     parser.add_argument("--detail-snapshots", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5, help="measurements per URL, page size and column")
     run_on_private_database(parser, "pages", run)
 
 
+# Odd multipliers of a multiplicative hash: deterministic "random" picks computed by the database.
+_HASH = (2654435761, 2246822519, 3266489917, 668265263, 374761393, 2869860233)
+STATUS_MIX = ["completed"] * 14 + ["failed", "expired", "cancelled", "in_progress", "validating", "finalizing"]
+MODELS = ["gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "text-embedding-3-small"]
+NAMES = ["nightly eval", "support triage", "catalogue embeddings", "translation backfill"]
+
+
+def _pick(salt: int, choices: list[str]) -> str:
+    """SQL choosing one of `choices` per row number i, the same on every database."""
+    cases = " ".join(f"WHEN {n} THEN '{value}'" for n, value in enumerate(choices))
+    return f"CASE {_hash(salt, len(choices))} {cases} END"
+
+
+def _hash(salt: int, modulo: int) -> str:
+    return f"(i * {_HASH[salt]} %% 4294967296 / 65536 %% {modulo})"
+
+
+def _dialect(vendor: str):
+    """What the SQL below writes differently per database: time arithmetic and JSON values."""
+    if vendor == "postgresql":
+        return (lambda seconds: f"(CAST(%(base)s AS timestamptz) + make_interval(secs => {seconds}))",
+                lambda text: f"CAST({text} AS jsonb)")
+    return lambda seconds: f"datetime(%(base)s, '+' || ({seconds}) || ' seconds')", lambda text: text
+
+
 def generate(args) -> tuple:
-    """Bulk-insert the data set; returns the detail batch and seconds taken."""
-    from django.db import connection as db, transaction
+    """Fill the database with set-based SQL (no row passes through Python); on PostgreSQL the tables'
+    secondary indexes are built after the load, as a bulk load should. Returns the detail batch and the
+    seconds taken."""
+    from django.db import connection as db
     from django.utils import timezone
 
     from batches.models import Batch, BatchSnapshot, Connection
 
     started = time.monotonic()
-    rng = random.Random(1)
     connections = []
     for i in range(1, 4):
         conn = Connection(name=f"Bench {i}", slug=f"bench-{i}", base_url="http://127.0.0.1:9/v1")
         conn.set_api_key("sk-bench")
         conn.save()
         connections.append(conn)
-    statuses = ["completed"] * 14 + ["failed", "expired", "cancelled", "in_progress", "validating", "finalizing"]
-    models = ["gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "text-embedding-3-small"]
-    names = ["nightly eval", "support triage", "catalogue embeddings", "translation backfill"]
-    base = timezone.now() - timedelta(days=330)
-    chunk = []
-    for i in range(args.batches):
-        created = base + timedelta(seconds=i * 330 * 86400 // max(args.batches, 1))
-        status = rng.choice(statuses)
-        total = rng.randint(10, 5000)
-        done = total if status == "completed" else rng.randint(0, total)
-        model = rng.choice(models)
-        chunk.append(Batch(
-            connection=connections[i % 3], batch_id=f"batch_{i:06d}", status=status, model=model,
-            endpoint="/v1/embeddings" if model.startswith("text-") else "/v1/chat/completions",
-            input_file_id=f"file-in-{i}", created_at=created, expires_at=created + timedelta(days=1),
-            in_progress_at=created + timedelta(minutes=1), total_requests=total,
-            completed_requests=done - done // 30, failed_requests=done // 30, total_tokens=done * 700,
-            input_tokens=done * 500, output_tokens=done * 200, cached_tokens=0, reasoning_tokens=0,
-            metadata={"description": f"{rng.choice(names)} #{i}"}, raw={"id": f"batch_{i:06d}"},
-            search_text=f"batch_{i:06d}\nfile-in-{i}\n{rng.choice(names)} #{i}",
-            version=1 + args.snapshots // max(args.batches, 1),
-        ))
-        if len(chunk) == 5000:
-            Batch.objects.bulk_create(chunk)
-            chunk = []
-    Batch.objects.bulk_create(chunk)
-
-    # Snapshots with set-based SQL: every batch gets versions 1..k (k = snapshots / batches).
+    at, json = _dialect(db.vendor)
+    metadata = json("'{\"description\": \"' || name || '\"}'")
+    raw = json("'{\"id\": \"' || batch_id || '\"}'")
+    # Per row number i: a status from STATUS_MIX (1 in 100 completed batches had every request fail), a
+    # size, a model and its endpoint, a name, one of three connections, created evenly over 330 days and
+    # last changed a day later; unfinished batches are part done.
+    batches = f"""WITH RECURSIVE n(i) AS (SELECT CAST(0 AS bigint) UNION ALL SELECT i + 1 FROM n WHERE i < %(count)s - 1),
+    b AS (SELECT i, {_pick(0, STATUS_MIX)} AS status, 10 + {_hash(1, 4991)} AS total, {_pick(2, MODELS)} AS model,
+                 {_pick(3, NAMES)} || ' #' || i AS name, {_hash(4, 100)} = 0 AS all_failed, {_hash(5, 1000)} AS part,
+                 'batch_' || substr('00000000' || i, length('00000000' || i) - 5) AS batch_id,
+                 i * %(step)s AS offset_s
+          FROM n),
+    d AS (SELECT *, CASE WHEN status = 'completed' THEN total ELSE part * total / 1000 END AS done FROM b)
+    INSERT INTO {Batch._meta.db_table} (connection_id, batch_id, endpoint, model, status, input_file_id,
+        output_file_id, error_file_id, completion_window, created_at, in_progress_at, expires_at,
+        total_requests, completed_requests, failed_requests, input_tokens, cached_tokens, output_tokens,
+        reasoning_tokens, total_tokens, errors, metadata, raw, search_text, first_seen_at, last_synced_at,
+        last_changed_at, version)
+    SELECT CASE i %% 3 WHEN 0 THEN %(c0)s WHEN 1 THEN %(c1)s ELSE %(c2)s END, batch_id,
+        CASE WHEN model LIKE 'text-%%' THEN '/v1/embeddings' ELSE '/v1/chat/completions' END, model, status,
+        'file-in-' || i, '', '', '24h', {at("offset_s")}, {at("offset_s + 60")}, {at("offset_s + 86400")},
+        total, CASE WHEN all_failed AND status = 'completed' THEN 0 ELSE done - done / 30 END,
+        CASE WHEN all_failed AND status = 'completed' THEN done ELSE done / 30 END,
+        done * 500, 0, done * 200, 0, done * 700, {json("'[]'")}, {metadata}, {raw},
+        lower(batch_id || ' file-in-' || i || ' ' || name), {at("offset_s")}, {at("offset_s + 86400")},
+        {at("offset_s + 86400")}, %(versions)s
+    FROM d"""
+    # Versions 1..k of every batch. Their status changes at every version (validating, then in_progress
+    # and finalizing by turns, the batch's own status last), so retention finds nothing to thin: the steady
+    # state its hourly run meets.
+    snapshots = f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %(count)s)
+    INSERT INTO {BatchSnapshot._meta.db_table} (batch_id, version, observed_at, status, total_requests,
+        completed_requests, failed_requests, input_tokens, cached_tokens, output_tokens, reasoning_tokens,
+        total_tokens, output_file_id, error_file_id, errors, metadata)
+    SELECT b.id, n.i, b.created_at, CASE WHEN n.i = %(count)s THEN b.status WHEN n.i = 1 THEN 'validating'
+                                         WHEN n.i %% 2 = 0 THEN 'in_progress' ELSE 'finalizing' END,
+        b.total_requests, b.completed_requests * n.i / %(count)s, b.failed_requests * n.i / %(count)s,
+        b.input_tokens, 0, b.output_tokens, 0, b.total_tokens, '', '', {json("'[]'")}, NULL
+    FROM {Batch._meta.db_table} b CROSS JOIN n"""
     per_batch = max(args.snapshots // max(args.batches, 1), 1)
-    table_name = BatchSnapshot._meta.db_table
-    with transaction.atomic(), db.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE bench_numbers (n integer)")
-        cursor.executemany("INSERT INTO bench_numbers VALUES (%s)", [(n,) for n in range(1, per_batch + 1)])
-        cursor.execute(
-            f"INSERT INTO {table_name} (batch_id, version, observed_at, status, total_requests, "
-            "completed_requests, failed_requests, input_tokens, cached_tokens, output_tokens, reasoning_tokens, "
-            "total_tokens, output_file_id, error_file_id, errors, metadata) "
-            "SELECT b.id, n.n, b.created_at, b.status, b.total_requests, b.completed_requests * n.n / %s, "
-            "b.failed_requests * n.n / %s, b.input_tokens, 0, b.output_tokens, 0, b.total_tokens, '', '', '[]', NULL "
-            f"FROM {Batch._meta.db_table} b CROSS JOIN bench_numbers n",
-            [per_batch, per_batch],
-        )
-        cursor.execute("DROP TABLE bench_numbers")
+    with _indexes_built_afterwards(db, [Batch, BatchSnapshot]), db.cursor() as cursor:
+        base = (timezone.now() - timedelta(days=330)).strftime("%Y-%m-%d %H:%M:%S")
+        cursor.execute(batches, {"count": args.batches, "base": base, "versions": per_batch,
+                                 "step": 330 * 86400 / max(args.batches, 1),
+                                 **{f"c{n}": c.pk for n, c in enumerate(connections)}})
+        cursor.execute(snapshots, {"count": per_batch})
 
     # One batch with a long in-progress history for the detail page.
     detail = Batch.objects.filter(status="in_progress").first()
@@ -113,6 +153,25 @@ def generate(args) -> tuple:
     return detail, time.monotonic() - started
 
 
+@contextmanager
+def _indexes_built_afterwards(db, models):
+    """PostgreSQL: drop the tables' indexes that back no constraint, and build them again at the end."""
+    if db.vendor != "postgresql":
+        yield
+        return
+    tables = [m._meta.db_table for m in models]
+    with db.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s) AND indexname NOT IN "
+                       "(SELECT conname FROM pg_constraint)", [tables])
+        indexes = cursor.fetchall()
+        for name, _ in indexes:
+            cursor.execute(f'DROP INDEX "{name}"')
+    yield
+    with db.cursor() as cursor:
+        for _, definition in indexes:
+            cursor.execute(definition)
+
+
 def timed(client, url, **headers):
     from django.db import connection as db
     from django.test.utils import CaptureQueriesContext
@@ -120,8 +179,6 @@ def timed(client, url, **headers):
     with CaptureQueriesContext(db) as queries:
         started = time.perf_counter()
         response = client.get(url, **headers)
-        if getattr(response, "streaming", False):
-            b"".join(response.streaming_content)
         elapsed = (time.perf_counter() - started) * 1000
     assert response.status_code in (200, 204), (url, response.status_code)
     return elapsed, len(queries), response
@@ -132,63 +189,164 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
+class Changes:
+    """Changes stored through batches/store.py as a sync stores them: an active batch moves between
+    in_progress and finalizing with one more request done (its status count and data version change)."""
+
+    def __init__(self):
+        from batches.models import ACTIVE_STATUSES, Batch, Connection
+        from batches.payload import batch_fields
+
+        self.fields = list(batch_fields({"id": "x"}))
+        self.connections = {c.pk: c for c in Connection.objects.all()}
+        self.pool = list(Batch.objects.filter(status__in=ACTIVE_STATUSES[1:3]).values_list("pk", flat=True)[:200])
+        self.rng = random.Random(2)
+
+    def make(self, pk=None) -> None:
+        from batches.models import Batch
+        from batches.store import store_fields
+
+        batch = Batch.objects.get(pk=pk or self.rng.choice(self.pool))
+        fields = {name: getattr(batch, name) for name in self.fields}
+        if pk is None:
+            fields["status"] = "finalizing" if batch.status == "in_progress" else "in_progress"
+        fields["completed_requests"] = batch.completed_requests + 1
+        store_fields(self.connections[batch.connection_id], fields)
+
+
+def _older_link(response) -> str | None:
+    found = re.search(r'href="([^"]*)" rel="next"', response.content.decode())
+    return "/" + html.unescape(found.group(1)) if found else None
+
+
+def _deep_url(client, query: str, size: int) -> str:
+    """The pager's link to page DEEP_PAGE (or the last page), taken from the page before it."""
+    sep = "&" if query else "?"
+    page = DEEP_PAGE
+    while page > 1:
+        link = _older_link(client.get(f"/{query}{sep}page={page - 1}"))
+        if link:
+            return link
+        page = max(1, page // 2)
+    return "/" + query
+
+
+def list_rows(client, settings, changes, rounds: int) -> list[tuple]:
+    from batches.selectors import DEFAULT_SORT, SORTS
+
+    # Every sort the list offers, first and deep pages.
+    sorts = [f"?sort={name}" for name in SORTS if name != DEFAULT_SORT]
+    samples = {}  # (label, size) -> {"warm": [...], "change": [...], "queries": n}
+    for size in PAGE_SIZES:
+        settings.LIST_PAGE_SIZE = size
+        urls = [(q or "(no filter)", "/" + q) for q in dict.fromkeys(FILTERS + sorts)]
+        urls += [(f"{q or '(no filter)'} deep", _deep_url(client, q, size)) for q in DEEP + sorts]
+        urls.append(("(no filter) deep, typed", f"/?page={DEEP_PAGE}"))
+        for label, url in urls:
+            timed(client, url)  # templates and rows rendered once, as on a screen that stays open
+            entry = samples.setdefault((label, size), {"warm": [], "change": [], "queries": 0})
+            for _ in range(rounds):
+                changes.make()
+                for column in ("change", "warm"):
+                    elapsed, queries, _ = timed(client, url)
+                    entry[column].append(elapsed)
+                    entry["queries"] = max(entry["queries"], queries)
+    settings.LIST_PAGE_SIZE = 50
+
+    def row(name, entries):
+        warm = [t for e in entries for t in e["warm"]]
+        change = [t for e in entries for t in e["change"]]
+        return (name, len(warm) + len(change), f"{pct(warm, 50):.1f} / {pct(warm, 95):.1f}",
+                f"{pct(change, 50):.1f} / {pct(change, 95):.1f}", max(e["queries"] for e in entries))
+
+    labels = list(dict.fromkeys(label for label, _ in samples))
+    rows = [row(f"list {label}", [samples[label, size] for size in PAGE_SIZES]) for label in labels]
+    rows += [row(f"list, page size {size}", [samples[label, size] for label in labels]) for size in PAGE_SIZES]
+    rows.append(row("list, everything above", list(samples.values())))
+    return rows
+
+
+def poll_bytes(client, page: str) -> tuple[float, int, int]:
+    """An idle poll as it travels over HTTP/1.1: the request a browser sends (htmx's headers, the page's
+    CSRF header, the cookies, the headers every browser request carries) and the 204 answer."""
+    hx = {"HTTP_HX_REQUEST": "true", "HTTP_X_BATCHBOARD_POLL": "1"}
+    fragment = client.get(page, **hx).content.decode()
+    poll = html.unescape(re.search(r'hx-get="([^"]+)"', fragment).group(1))
+    csrf = re.search(r'X-CSRFToken&quot;: &quot;([^&]+)&quot;|"X-CSRFToken": "([^"]+)"',
+                     client.get(page).content.decode())
+    origin = "https://batchboard.example.com"
+    cookies = "; ".join(f"{name}={morsel.value}" for name, morsel in client.cookies.items())
+    request_headers = {
+        "Host": origin.split("//")[1],
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                      "Chrome/131.0.0.0 Safari/537.36",
+        "Accept": "*/*", "Accept-Language": "en-US,en;q=0.9", "Accept-Encoding": "gzip, deflate, br, zstd",
+        "Referer": origin + page, "Connection": "keep-alive", "Cookie": cookies,
+        "HX-Request": "true", "HX-Current-URL": origin + page, "HX-Target": "batch-live",
+        "HX-Trigger": "batch-live", "X-Batchboard-Poll": "1",
+        "X-CSRFToken": next(g for g in csrf.groups() if g) if csrf else "",
+    }
+    request = f"GET {poll} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in request_headers.items()) + "\r\n"
+    elapsed, queries, response = timed(client, poll, **hx)
+    assert response.status_code == 204, (poll, response.status_code)
+    answer = len(b"HTTP/1.1 204 No Content\r\n" + response.serialize_headers() + b"\r\n\r\n") + len(response.content)
+    return elapsed, len(request.encode()), answer, queries
+
+
 def run(args) -> None:
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.db import connection as db
     from django.test import Client
     from django.urls import reverse
+    from django.utils import timezone
 
     from batches.models import BatchSnapshot
+    from batches.retention import thin_snapshots
+    from batches.store import rebuild_batch_counts
 
     settings.ALLOWED_HOSTS = ["*"]
     detail, seconds = generate(args)
     admin = User.objects.create_superuser("bench", password="x")
     client = Client()
     client.force_login(admin)
-    for url in FILTERS:  # warm caches, templates and the database
-        timed(client, "/" + url)
-
-    rows, all_times, max_queries = [], [], 0
-    per_filter = {url: [] for url in FILTERS}
-    for i in range(args.requests):
-        url = FILTERS[i % len(FILTERS)]
-        elapsed, queries, _ = timed(client, "/" + url)
-        per_filter[url].append(elapsed)
-        all_times.append(elapsed)
-        max_queries = max(max_queries, queries)
-    for url, times in per_filter.items():
-        rows.append((f"list {url or '(no filter)'}", len(times), f"{pct(times, 50):.1f}", f"{pct(times, 95):.1f}", ""))
-    rows.append(("list, all filters", len(all_times), f"{pct(all_times, 50):.1f}", f"{pct(all_times, 95):.1f}",
-                 f"max {max_queries} queries"))
-    for size in (10, 50, 200):
-        settings.LIST_PAGE_SIZE = size
-        _, queries, _ = timed(client, "/?status=completed")
-        rows.append((f"list, page size {size}", 1, "", "", f"{queries} queries"))
-    settings.LIST_PAGE_SIZE = 50
+    changes = Changes()
+    rows = list_rows(client, settings, changes, args.rounds)
 
     url = reverse("batch-detail", args=[detail.connection.slug, detail.batch_id])
     timed(client, url)
-    times, queries = [], 0
-    for _ in range(50):
-        elapsed, queries, _ = timed(client, url)
-        times.append(elapsed)
+    warm, change, most = [], [], 0
+    for _ in range(max(10, args.rounds * 10)):
+        changes.make(detail.pk)
+        for times in (change, warm):
+            elapsed, queries, _ = timed(client, url)
+            times.append(elapsed)
+            most = max(most, queries)
     count = BatchSnapshot.objects.filter(batch=detail).count()
-    rows.append((f"detail, {count:,} snapshots", 50, f"{pct(times, 50):.1f}", f"{pct(times, 95):.1f}",
-                 f"{queries} queries"))
+    rows.append((f"detail, {count:,} snapshots", len(warm) + len(change), f"{pct(warm, 50):.1f} / {pct(warm, 95):.1f}",
+                 f"{pct(change, 50):.1f} / {pct(change, 95):.1f}", most))
 
-    hx = {"HTTP_HX_REQUEST": "true"}
-    for name, page in (("list", "/"), ("detail", url)):
-        fragment = client.get(page, **hx).content.decode()
-        poll = fragment.split('hx-get="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
-        elapsed, queries, response = timed(client, poll, **hx)
-        wire = len(b"HTTP/1.1 204 No Content\r\n" + response.serialize_headers() + b"\r\n\r\n") + len(response.content)
-        rows.append((f"idle {name} poll (204)", 1, f"{elapsed:.1f}", "", f"{wire} bytes, {queries} queries"))
+    notes = []
+    for name, page in (("list", "/?status=in_progress"), ("detail", url)):
+        elapsed, sent, answered, queries = poll_bytes(client, page)
+        rows.append((f"idle {name} poll (204)", 1, f"{elapsed:.1f}", "", queries))
+        notes.append(f"idle {name} poll: {sent + answered} bytes ({sent} request + {answered} response)")
+
+    now = timezone.now()
+    for name, at in (("first run", now), ("the next hour's run", now + timedelta(hours=1))):
+        started = time.perf_counter()
+        deleted = thin_snapshots(now=at)
+        notes.append(f"snapshot retention, {name}: {time.perf_counter() - started:.2f} s, {deleted:,} rows deleted")
+    started = time.perf_counter()
+    counted = rebuild_batch_counts()
+    notes.append(f"rebuild_batch_counts: {time.perf_counter() - started:.2f} s for {counted:,} batches")
 
     print(f"Page benchmark: {args.batches:,} batches, {BatchSnapshot.objects.count():,} snapshots "
           f"(generated in {seconds:.0f}s); database {db.vendor}; {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
-    print(table(rows, ("measurement", "requests", "p50 ms", "p95 ms", "notes")))
+    print(table(rows, ("measurement", "requests", "warm p50 / p95 ms", "after a change p50 / p95 ms",
+                       "max queries")))
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":

@@ -319,6 +319,8 @@ SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 # The dashboard.
 LIVE_POLL_SECONDS = env_number("LIVE_POLL_SECONDS", 2, minimum=1)
 LIST_PAGE_SIZE = env_number("LIST_PAGE_SIZE", 50, minimum=1)
+# A filtered list's total is counted up to this many rows, then shown as "10,000+".
+LIST_COUNT_LIMIT = env_number("LIST_COUNT_LIMIT", 10000, minimum=1)
 ERROR_FILE_SCAN_BYTES = env_number("ERROR_FILE_SCAN_BYTES", 10 * 1024 * 1024, minimum=1024)
 ERROR_FILE_SCAN_SECONDS = env_number("ERROR_FILE_SCAN_SECONDS", 120.0, minimum=0.1, cast=float)
 DOWNLOAD_CHUNK_BYTES = env_number("DOWNLOAD_CHUNK_BYTES", 64 * 1024, minimum=1024)

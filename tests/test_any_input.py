@@ -3,6 +3,8 @@
 Examples per test come from the profile loaded in conftest.py ("ci" when CI is set, "dev" otherwise).
 """
 
+import base64
+import json
 import re
 from urllib.parse import quote, quote_from_bytes, urljoin
 
@@ -13,11 +15,20 @@ from batches.models import Batch, Connection
 from batches.store import store_batch
 from tests import payloads
 
-FILTERS = ("status", "connection", "endpoint", "model", "created_from", "created_to", "q", "sort", "page", "v")
+FILTERS = ("status", "connection", "endpoint", "model", "created_from", "created_to", "q", "sort", "page", "v",
+           "after", "before")
 EXTREMES = ("9999-12-31", "0001-01-01", "10000-01-01", "2024-02-30", str(10**30), "9" * 5000, "-1", "0", "1e9",
             "\x00", "a\x00b", "\u202e", ".", "..", "~", "~AA", "%", "x" * 5000, "🚀" * 300, "completed", "sim")
-# Text, extremes, numbers, dates, and raw bytes that need not be UTF-8.
-VALUES = st.one_of(st.text(), st.sampled_from(EXTREMES), st.integers().map(str), st.dates().map(str), st.binary())
+# The pager's cursors: base64url of a JSON list, of anything JSON holds or shaped like a sort's position
+# (a datetime at any offset, a number, a status).
+_MOMENTS = st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+_ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.sampled_from(EXTREMES), _MOMENTS)
+CURSORS = st.one_of(st.lists(_ANYTHING, max_size=4), st.tuples(_MOMENTS, st.integers()).map(list),
+                    st.tuples(st.text(), _MOMENTS, st.integers()).map(list)).map(
+    lambda values: base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("="))
+# Text, extremes, numbers, dates, cursors, and raw bytes that need not be UTF-8.
+VALUES = st.one_of(st.text(), st.sampled_from(EXTREMES), st.integers().map(str), st.dates().map(str), CURSORS,
+                   st.binary())
 BATCH_ROUTES = (("get", ""), ("get", "files/"), ("get", "files/input/"), ("get", "files/{kind}/"),
                 ("get", "cancel/"), ("post", "cancel/"), ("post", "refresh/"))
 

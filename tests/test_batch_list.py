@@ -1,3 +1,4 @@
+import base64
 import re
 from datetime import timedelta
 
@@ -172,3 +173,89 @@ def test_an_unreadable_api_key_is_the_warning_with_a_link_for_admins(client, log
     client.logout()
     login("admin")
     assert edit in client.get("/").content.decode()
+
+
+def _walk(client, url: str, rel: str) -> tuple[list[str], list[str]]:
+    """Follow the pager's `rel` links from `url` to the end: the ids in page order, and the URLs visited."""
+    ids, urls = [], []
+    while url:
+        urls.append(url)
+        response = client.get(url)
+        page_ids = _ids(response)
+        ids += page_ids if rel == "next" else page_ids[::-1]
+        link = re.search(rf'href="([^"]*)" rel="{rel}"', response.content.decode())
+        url = "/" + link.group(1).replace("&amp;", "&") if link else None
+    return ids, urls
+
+
+@pytest.fixture
+def awkward_batches(connection):
+    """Batches with equal creation times, equal and missing token counts, an unknown status."""
+    for i in range(14):
+        usage = None if i % 4 == 0 else {"total_tokens": (i % 3) * 100, "input_tokens": 0, "output_tokens": 0}
+        store_batch(connection, payloads.batch(
+            id=f"batch_{i:02d}", created_at=payloads.CREATED + i // 3, usage=usage,
+            status=("completed", "in_progress", "failed", "paused_for_review")[i % 4],
+            request_counts={"total": i % 5, "completed": 0, "failed": 0}))
+
+
+@pytest.mark.parametrize("sort", ["-created", "created", "status", "-tokens", "-requests"])
+def test_the_pager_walks_every_batch_once_in_order_both_ways(client, viewer, awkward_batches, settings, sort):
+    settings.LIST_PAGE_SIZE = 100
+    everything = _ids(client.get(f"/?sort={sort}"))
+    settings.LIST_PAGE_SIZE = 3
+    forward, urls = _walk(client, f"/?sort={sort}", "next")
+    assert forward == everything and len(everything) == 14
+    backward, _ = _walk(client, urls[-1], "prev")
+    assert backward == everything[::-1]
+
+
+def test_a_deep_page_through_the_pager_reads_on_from_the_last_row_not_by_offset(client, viewer, connection,
+                                                                                settings):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    settings.LIST_PAGE_SIZE = 2
+    _store(connection, 9)
+    _, urls = _walk(client, "/?status=validating", "next")
+    assert len(urls) == 5 and "after=" in urls[-1] and "page=5" in urls[-1]
+    with CaptureQueriesContext(db) as queries:
+        last = client.get(urls[-1])
+    assert _ids(last) == ["batch_x0000"] and "page 5 of 5" in last.content.decode()
+    listed = [q["sql"] for q in queries.captured_queries if 'FROM "batches_batch"' in q["sql"]]
+    assert listed and not any("OFFSET" in sql for sql in listed)
+
+
+def test_a_page_link_shared_without_its_cursor_or_with_a_foreign_one_still_shows_that_page(client, viewer,
+                                                                                           connection, settings):
+    settings.LIST_PAGE_SIZE = 2
+    _store(connection, 5)
+    wrong_sort = re.search(r"after=([^&\"]+)", client.get("/?sort=status").content.decode()).group(1)
+    extremes = ['["9999-12-31T23:59:59-14:00", 1]', '["0001-01-01T00:00:00+14:00", 1]', '["x", 1]', "[]"]
+    for after in ["garbage", wrong_sort] + [base64.urlsafe_b64encode(e.encode()).decode() for e in extremes]:
+        assert _ids(client.get(f"/?page=2&after={after}")) == ["batch_x0002", "batch_x0001"]
+
+
+def test_a_filtered_list_is_counted_up_to_the_limit(client, viewer, connection, settings):
+    settings.LIST_COUNT_LIMIT, settings.LIST_PAGE_SIZE = 3, 2
+    _store(connection, 5, prefix="needle")
+    _store(connection, 2, prefix="hay")
+    first = client.get("/?q=needle").content.decode()
+    assert "3+ batches · page 1</span>" in first
+    assert len(_walk(client, "/?q=needle", "next")[0]) == 5
+    assert "2 batches" in client.get("/?q=hay").content.decode()
+
+
+def test_the_cards_and_the_status_counts_never_count_the_batch_table(client, viewer, connection):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    _store(connection, 3, status="in_progress")
+    store_batch(connection, payloads.ALL_FAILED | {"id": "batch_allfail"})
+    for url in ("/", "/?status=in_progress&status=all_failed&connection=sim", "/?status=unknown"):
+        store_batch(connection, payloads.batch(id="batch_x0000", status="finalizing"))  # a change each time
+        with CaptureQueriesContext(db) as queries:
+            page = client.get(url).content.decode()
+        assert not [q for q in queries.captured_queries if "COUNT(" in q["sql"] and "batches_batch" in q["sql"]]
+    assert re.search(r'stat-count">2</span>\s*<span class="stat-label">in progress', page)
+    assert "3 batches" in client.get("/?status=in_progress&status=all_failed").content.decode()

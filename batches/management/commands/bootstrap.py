@@ -6,6 +6,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 
 from batches.models import Batch, Connection, default_poll_interval
+from batches.store import delete_batches
 
 
 class Command(BaseCommand):
@@ -49,12 +50,12 @@ class Command(BaseCommand):
             if connection.pk:
                 # The simulator keeps its world in memory: each start is a new account whose batch ids may
                 # repeat the last run's with other histories. Start its connection afresh.
-                cleared, _ = Batch.objects.filter(connection=connection).delete()
+                cleared = delete_batches(Batch.objects.filter(connection=connection))
                 connection.forget_sync_state()
                 connection.poll_interval = default_poll_interval()
                 connection.data_version += 1
                 if cleared:
-                    self.stdout.write(f"Cleared the stored batches of the previous simulator run ({cleared} rows).")
+                    self.stdout.write(f"Cleared the stored batches of the previous simulator run ({cleared} batches).")
             connection.save()
             Connection.objects.filter(slug="openai").update(enabled=False)
             self.stdout.write(f"No OPENAI_API_KEY: connection 'simulator' watches the local simulator at {simulator_url}.")
