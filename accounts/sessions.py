@@ -10,7 +10,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import backends, get_user_model
-from django.db.models import F
+from django.contrib.auth.models import Permission
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -29,11 +30,23 @@ def _now() -> int:
 
 
 class ModelBackend(backends.ModelBackend):
-    """Django's, loading a session's user together with its session epoch: no query of its own."""
+    """Django's, with fewer queries per request: a session's user is loaded together with its session epoch,
+    and a user's permissions (their own and their groups') are read in one query, not two."""
 
     def get_user(self, user_id):
         user = get_user_model()._default_manager.select_related("session_epoch").filter(pk=user_id).first()
         return user if user and self.user_can_authenticate(user) else None
+
+    def get_all_permissions(self, user_obj, obj=None):
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        if not hasattr(user_obj, "_perm_cache"):
+            perms = Permission.objects.all()
+            if not user_obj.is_superuser:
+                perms = perms.filter(Q(user=user_obj) | Q(group__user=user_obj))
+            user_obj._perm_cache = {f"{app}.{codename}" for app, codename in
+                                    perms.values_list("content_type__app_label", "codename").distinct()}
+        return user_obj._perm_cache
 
 
 def current_epoch(user) -> int:
