@@ -217,27 +217,45 @@ def _detail_version(batch: Batch) -> str:
 def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> dict:
     now = timezone.now()
     connection = batch.connection
-    transitions = list(batch.transitions.all())
     chart_rows = insights.sampled_snapshots(batch)
-    audits = list(batch.audit_events.all()[:20])
+    throughput = insights.throughput(batch, chart_rows, now)
     return {
         "batch": batch,
         "can": can,
         "connection": connection,
         "notice": notice,
-        "timeline": insights.timeline(batch, transitions),
+        "timeline": insights.timeline(batch, list(batch.transitions.all())),
         "chart": insights.progress_chart(chart_rows),
-        "throughput": insights.throughput(batch, chart_rows, now),
+        "phases": insights.phases(batch, now),
+        "throughput": throughput,
+        "took": insights.took(batch),
         "cost": insights.estimated_cost(batch),
-        "history": list(batch.snapshots.order_by("-version")[:50]),
-        "history_total": batch.version,
-        "audits": audits,
-        "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False),
+        "request_errors": files.read_request_errors(batch),
+        "audits": list(batch.audit_events.all()[:20]),
         "stale": connection.health(now) in ("failing", "stale"),
         "version": version or _detail_version(batch),
         "now": now,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
     }
+
+
+def _render_update(request, batch: Batch, can: dict, shown_version: int, **extra):
+    """The live parts of the detail page as out-of-band swaps: header, cards, timeline and audit; only the history
+    rows newer than the version shown; the files panel and the raw JSON only once the batch has finished."""
+    context = _detail_context(batch, can, **extra)
+    context["history"] = list(batch.snapshots.filter(version__gt=shown_version).order_by("-version")[:50])
+    if batch.is_terminal:
+        context["raw_json"] = _raw_json(batch)
+    return render(request, "batches/detail.html#batch-update", context)
+
+
+def _raw_json(batch: Batch) -> str:
+    return json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _shown_version(request) -> int:
+    shown = (request.POST if request.method == "POST" else request.GET).get("shown", "")
+    return int(shown) if shown.isdigit() and len(shown) < 10 else 0
 
 
 @login_required
@@ -246,11 +264,14 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
 def batch_detail(request, slug: str, batch_id: str):
     batch, can = _get_batch_for_user(request, slug, batch_id)
     version = _detail_version(batch)
-    if request.htmx and request.GET.get("v") == version:
-        return HttpResponse(status=204)
+    if request.htmx:
+        if request.GET.get("v") == version:
+            return HttpResponse(status=204)
+        return _render_update(request, batch, can, _shown_version(request), version=version)
     context = _detail_context(batch, can, version=version)
-    template = "batches/detail.html#batch-live" if request.htmx else "batches/detail.html"
-    return render(request, template, context)
+    context["history"] = list(batch.snapshots.order_by("-version")[:50])
+    context["raw_json"] = _raw_json(batch)
+    return render(request, "batches/detail.html", context)
 
 
 @login_required
@@ -266,12 +287,11 @@ def batch_files(request, slug: str, batch_id: str):
 
 
 def _after_action(request, batch: Batch, can: dict, outcome: actions.Outcome):
-    if request.htmx:
+    if request.htmx:  # the form targets the action panel: an empty answer closes it, the rest is out of band
         batch.refresh_from_db()
-        response = render(request, "batches/detail.html#batch-live", _detail_context(batch, can, notice=outcome))
-        response.write('<div id="action-panel" hx-swap-oob="true"></div>')
-        return response
-    (messages.success if outcome.ok else messages.error)(request, outcome.message)
+        return _render_update(request, batch, can, _shown_version(request), notice=outcome)
+    level = messages.info if outcome.info else messages.success if outcome.ok else messages.error
+    level(request, outcome.message)
     return redirect("batch-detail", slug=batch.connection.slug, batch_id=batch.batch_id)
 
 
