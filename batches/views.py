@@ -11,7 +11,8 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, F, FloatField, Q, Value, When
+from django.db.models.functions import Cast, NullIf
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -21,20 +22,36 @@ from django.views.decorators.vary import vary_on_headers
 
 from . import actions, files, health, insights
 from .client import ApiError, BatchApi, PermanentError
-from .models import FILE_KINDS, KNOWN_STATUSES, Batch, Connection
+from .models import ACTIVE_STATUSES, FILE_KINDS, KNOWN_STATUSES, Batch, Connection
 
 STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
     ("all_failed", "completed, all failed"), ("unknown", "unknown status")]
 # The endpoints the Batch API accepts (CONTRACT.md §4), for the endpoint filter.
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
              "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+# Finished (completed + failed) share of the requests, for sorting by progress; NULL when the total is unknown.
+_DONE_SHARE = Cast(F("completed_requests") + F("failed_requests"), FloatField()) / NullIf(F("total_requests"), 0)
+_ACTIVE_FIRST = Case(When(status__in=ACTIVE_STATUSES, then=Value(0)), default=Value(1))
 SORTS = {
     "-created": ("-created_at", "-id"),
     "created": ("created_at", "id"),
+    "active": (_ACTIVE_FIRST.asc(), "-created_at", "-id"),
     "status": ("status", "-created_at", "-id"),
+    "-status": ("-status", "-created_at", "-id"),
+    "-progress": (_DONE_SHARE.desc(nulls_last=True), "-id"),
+    "progress": (_DONE_SHARE.asc(nulls_last=True), "id"),
     "-tokens": (F("total_tokens").desc(nulls_last=True), "-id"),
+    "tokens": (F("total_tokens").asc(nulls_last=True), "id"),
     "-requests": ("-total_requests", "-id"),
+    "requests": ("total_requests", "id"),
 }
+SORT_LABELS = {"-created": "newest first", "created": "oldest first", "active": "active first",
+               "status": "status A–Z", "-status": "status Z–A", "-progress": "most done first",
+               "progress": "least done first", "-tokens": "most tokens first", "tokens": "fewest tokens first",
+               "-requests": "most requests first", "requests": "fewest requests first"}
+# The table's columns after Model: label, and the sort its header link starts with (None: not sortable).
+_COLUMNS = (("Status", "status"), ("Progress", "-progress"), ("Success", None), ("Tokens", "-tokens"),
+            ("Expires", None), ("Created · in status", "-created"))
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -60,7 +77,7 @@ class ListFilters(forms.Form):
     created_from = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     created_to = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, max_length=200, label="Search", validators=[_decoded_text])
-    sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
+    sort = forms.ChoiceField(choices=list(SORT_LABELS.items()), required=False)
     page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
     def clean(self):
@@ -151,8 +168,9 @@ def _count_from_status_counts(filters: dict, counts: dict) -> int | None:
 
 
 def _query_without(request, *names: str) -> str:
+    """The list's query string without the named parameters, nor the poll's own (v, rows)."""
     query = request.GET.copy()
-    for name in names:
+    for name in (*names, "v", "rows"):
         query.pop(name, None)
     return query.urlencode()
 
@@ -162,12 +180,14 @@ def _query_without(request, *names: str) -> str:
 @vary_on_headers("HX-Request")
 def batch_list(request):
     _require(request, "view_batch")
+    if not request.htmx and any("" in values for _, values in request.GET.lists()):
+        return redirect(_without_empty(request))  # a form sent without script: keep the URL short and shareable
     form = ListFilters(request.GET)
     form.is_valid()
     filters = form.cleaned_data
     connections = list(Connection.objects.all())
     data_version = [(c.pk, c.data_version) for c in connections]
-    version = _token(data_version, _health_token(connections), _query_without(request, "v"))
+    version = _token(data_version, _health_token(connections), _query_without(request))
     if request.htmx and request.GET.get("v") == version:
         return HttpResponse(status=204)
     if form.errors and not request.htmx:
@@ -185,6 +205,11 @@ def batch_list(request):
     unknown = sum(n for s, n in counts.items() if s not in KNOWN_STATUSES)
     if unknown:
         cards.append({"status": "unknown", "count": unknown})
+    card_query = _query_without(request, "status", "page")
+    for card in cards:
+        card["href"] = f"?{card_query + '&' if card_query else ''}status={card['status']}"
+        card["active"] = card["status"] in (filters.get("status") or [])
+    sort = filters.get("sort") or "-created"
     now = timezone.now()
     context = {
         "form": form,
@@ -194,17 +219,64 @@ def batch_list(request):
         "multi_connection": len(connections) > 1,
         "unhealthy": [c for c in connections if c.health(now) in ("failing", "stale")],
         "version": version,
-        "live_query": _query_without(request, "v"),
-        "page_query": _query_without(request, "page", "v"),
-        "sort_query": _query_without(request, "sort", "page", "v"),
-        "sort": filters.get("sort") or "-created",
+        "live_query": _query_without(request),
+        "page_query": _query_without(request, "page"),
+        "sort": sort,
+        "sort_label": SORT_LABELS[sort],
+        "sort_columns": _sort_columns(sort, _query_without(request, "sort", "page")),
+        "changed": set(),
         "filtered": any(filters.get(k) for k in ("status", "connection", "endpoint", "model", "created_from",
                                                    "created_to", "q")),
         "endpoints": ENDPOINTS,
         "now": now,
+        "rows_shown": ",".join(f"{b.pk}:{_row_version(b)}" for b in page.object_list),
     }
-    template = "batches/list.html#batch-live" if request.htmx else "batches/list.html"
-    return render(request, template, context)
+    if not request.htmx:
+        return render(request, "batches/list.html", context)
+    # The poll says which rows it shows (pk:version); changed rows go back alone, the whole body only when
+    # the rows or their order changed.
+    rows = [(batch.pk, _row_version(batch)) for batch in page.object_list]
+    shown = _shown_rows(request.GET.get("rows", ""))
+    context["changed"] = {pk for pk, row_version in rows if shown.get(pk) != row_version}
+    context["rows_moved"] = [pk for pk, _ in rows] != list(shown)
+    return render(request, "batches/list.html#batch-update", context)
+
+
+def _without_empty(request) -> str:
+    query = request.GET.copy()
+    for key, values in list(query.lists()):
+        query.setlist(key, [value for value in values if value != ""])
+        if not query.getlist(key):
+            del query[key]
+    return f"{request.path}?{query.urlencode()}" if query else request.path
+
+
+def _sort_columns(sort: str, query: str) -> list[dict]:
+    """Header cells: a sortable one links to its first direction, or to the other one when already sorted by it."""
+    columns = []
+    for label, first in _COLUMNS:
+        column = {"label": label, "num": label in ("Success", "Tokens"), "href": None, "direction": None}
+        if first:
+            other = first[1:] if first.startswith("-") else f"-{first}"
+            if sort in (first, other):
+                column["direction"] = "descending" if sort.startswith("-") else "ascending"
+            column["href"] = f"?{query + '&' if query else ''}sort={other if sort == first else first}"
+        columns.append(column)
+    return columns
+
+
+def _row_version(batch: Batch) -> str:
+    """What a list row shows changes with the batch's version, and when the API stops finding it."""
+    return f"{batch.version}{'m' if batch.missing_since else ''}"
+
+
+def _shown_rows(value: str) -> dict:
+    shown = {}
+    for pair in value.split(",")[:1000]:
+        pk, _, row_version = pair.partition(":")
+        if pk.isdigit() and len(pk) < 19:
+            shown[int(pk)] = row_version
+    return shown
 
 
 # ----- the detail --------------------------------------------------------------------------------
