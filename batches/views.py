@@ -11,7 +11,8 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db.models import Case, Count, F, FloatField, Q, Value, When
+from django.db.models import Case, Count, F, FloatField, Q, TextField, Value, When
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, NullIf
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -141,8 +142,21 @@ def _filtered(filters: dict):
     if filters.get("created_to"):
         batches = batches.filter(created_at__lt=_day_start(filters["created_to"]) + timedelta(days=1))
     if filters.get("q") and filters["q"].strip():
-        batches = batches.filter(search_text__contains=filters["q"].strip().lower())
+        batches = batches.filter(_search(filters["q"].strip()))
     return batches.order_by(*SORTS.get(filters.get("sort") or "-created", SORTS["-created"]))
+
+
+def _search(text: str) -> Q:
+    """Ids, file ids and metadata values (the search index); a model by name; a validation error code; and
+    `key:value` for one metadata field."""
+    condition = Q(search_text__contains=text.lower()) | Q(model__iexact=text)
+    condition |= Q(pk__in=Batch.objects.alias(errors_text=Cast("errors", TextField())).filter(
+        errors_text__icontains=json.dumps({"code": text})[1:-1]).values("pk"))
+    key, colon, value = text.partition(":")
+    if colon and key.strip() and value.strip():
+        condition |= Q(pk__in=Batch.objects.alias(field=KeyTextTransform(key.strip(), "metadata")).filter(
+            field__iexact=value.strip()).values("pk"))
+    return condition
 
 
 def _status_counts(data_version: list) -> dict:
@@ -210,6 +224,8 @@ def batch_list(request):
         card["href"] = f"?{card_query + '&' if card_query else ''}status={card['status']}"
         card["active"] = card["status"] in (filters.get("status") or [])
     sort = filters.get("sort") or "-created"
+    active_filters = sum(1 for k in ("status", "connection", "endpoint", "model", "created_from", "created_to", "q")
+                         if filters.get(k))
     now = timezone.now()
     context = {
         "form": form,
@@ -225,8 +241,8 @@ def batch_list(request):
         "sort_label": SORT_LABELS[sort],
         "sort_columns": _sort_columns(sort, _query_without(request, "sort", "page")),
         "changed": set(),
-        "filtered": any(filters.get(k) for k in ("status", "connection", "endpoint", "model", "created_from",
-                                                   "created_to", "q")),
+        "active_filters": active_filters,
+        "filtered": bool(active_filters),
         "endpoints": ENDPOINTS,
         "now": now,
         "rows_shown": ",".join(f"{b.pk}:{_row_version(b)}" for b in page.object_list),

@@ -1,8 +1,11 @@
 """Driving Debian's Chromium with Playwright: launching it, opening a page that records console errors, logging in."""
 
 import shutil
+from pathlib import Path
 
 from tests.conftest import PASSWORD
+
+SHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

@@ -11,13 +11,15 @@ class _TopLevel(HTMLParser):
         self.depth, self.tags = 0, []
 
     def handle_starttag(self, tag, attrs):
+        if tag == "template":  # htmx reads out-of-band table parts from inside a top-level <template>
+            return
         if self.depth == 0:
             self.tags.append((tag, dict(attrs)))
         if tag not in _VOID:
             self.depth += 1
 
     def handle_endtag(self, tag):
-        if tag not in _VOID:
+        if tag not in _VOID and tag != "template":
             self.depth -= 1
 
 

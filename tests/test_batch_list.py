@@ -241,3 +241,13 @@ def test_a_failed_row_shows_its_reason(client, viewer, connection):
     store_batch(connection, payloads.VALIDATION_FAILED)
     page = client.get("/").content.decode()
     assert re.search(r'<td colspan="4" class="reason" data-label="Reason"><span class="mono">invalid_json_line</span>', page)
+
+
+def test_search_understands_metadata_fields_models_and_validation_error_codes(client, viewer, connection):
+    store_batch(connection, payloads.batch(id="batch_growth", metadata={"team": "growth"}, model="gpt-4.1-mini"))
+    store_batch(connection, payloads.batch(id="batch_search", metadata={"team": "search"}))
+    store_batch(connection, payloads.VALIDATION_FAILED)
+    assert _ids(client.get("/?q=team:growth")) == ["batch_growth"]
+    assert _ids(client.get("/?q=gpt-4.1-mini")) == ["batch_growth"]
+    assert _ids(client.get("/?q=invalid_json_line")) == [payloads.VALIDATION_FAILED["id"]]
+    assert "team:growth" in client.get("/").content.decode()  # the syntax is written next to the box

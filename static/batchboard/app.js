@@ -141,6 +141,11 @@
       });
     });
 
+    // On a phone the filters start folded behind their "Filters (n)" toggle.
+    if (window.matchMedia("(max-width: 700px)").matches) {
+      document.querySelectorAll("details[data-fold]").forEach(function (el) { el.open = false; });
+    }
+
     // "updated 4 s ago" near a live table, or "paused" while the tab is hidden.
     var lastAnswer = Date.now();
     document.body.addEventListener("htmx:afterRequest", function (event) {
