@@ -78,8 +78,8 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         assert page.locator("table.batches tbody tr").count() >= 20
         page.screenshot(path=str(SHOTS / "list.png"))
 
-        page.check("input[name=status][value=in_progress]")
-        page.click("form.filters button[type=submit]")
+        page.check("input[name=status][value=in_progress]")  # applies at once
+        page.wait_for_url("**/?status=in_progress")
         expect(page.locator("table.batches tbody tr")).to_have_count(1)
         assert "status=in_progress" in page.url
 
@@ -123,6 +123,7 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         expect(viewer.locator("#batch-status")).to_be_visible()
         assert viewer.locator("#cancel-batch").count() == 0
         assert viewer.locator("[id^=download-]").count() == 0
+        expect(viewer.locator("#operators-only")).to_have_text("Operators can download files.")
         token = next(c["value"] for c in viewer.context.cookies() if c["name"] == "csrftoken")
         forged = viewer.request.post(f"{base}/batches/sim/{batch_id}/cancel/", headers={"X-CSRFToken": token})
         assert forged.status == 403
