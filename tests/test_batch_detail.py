@@ -112,3 +112,16 @@ def test_the_chart_reads_a_sample_of_a_long_history(connection, django_assert_ma
     versions = [p.version for p in points]
     assert 200 <= len(points) <= 202 and versions[0] == 1 and versions[-1] == 5000
     assert versions == sorted(versions)
+
+
+def test_a_poll_re_sends_the_live_parts_and_only_new_history_rows(client, viewer, connection):
+    store_batch(connection, payloads.IN_PROGRESS)
+    store_batch(connection, payloads.IN_PROGRESS | {"request_counts": {"total": 100, "completed": 50, "failed": 2}})
+    body = client.get(_url() + "?v=old&shown=1", **HX).content.decode()
+    swaps = out_of_band(body)
+    assert {"batch-poll", "batch-head", "batch-summary", "batch-timeline", "batch-audit"} <= set(swaps)
+    assert swaps["history-rows"] == "afterbegin" and "raw-json" not in swaps and "batch-files" not in swaps
+    assert re.findall(r"<tr><td>(\d+)</td>", body) == ["2"]  # the history row the page does not have yet
+    store_batch(connection, payloads.CANCELLED)
+    swaps = out_of_band(client.get(_url() + "?v=old&shown=2", **HX).content.decode())
+    assert swaps["raw-json"] == "innerHTML" and swaps["batch-files"] == "true"  # once, when it finishes

@@ -17,7 +17,7 @@ def watched(live_server, settings, login, synced_batch, browser):
     """An Operator's page on an in-progress batch, polling every second; console errors collected."""
     settings.LIVE_POLL_SECONDS = 1
     login("operator")
-    page, errors = open_page(browser)
+    page, errors = open_page(browser, permissions=["clipboard-read", "clipboard-write"])
     log_in(page, live_server.url, "operator")
     page.goto(f"{live_server.url}/batches/sim/{synced_batch.batch_id}/")
     expect(page.locator("#batch-status")).to_have_text("in progress")
@@ -67,4 +67,17 @@ def test_a_batch_that_finishes_while_watched_shows_downloads_files_and_request_e
     expect(page.locator("#batch-files table").first).to_contain_text("output", timeout=10_000)
     expect(page.locator("#batch-files table.errors")).to_be_visible()
     expect(page.locator("#batch-outcome .reason")).to_contain_text("×")
+    assert errors == []
+
+
+def test_copy_buttons_say_copied_and_select_the_id_without_a_clipboard_api(watched, synced_batch):
+    page, errors = watched
+    button = page.locator("#batch-head .copy")
+    button.click()
+    expect(button).to_contain_text("Copied")
+    assert page.evaluate("() => navigator.clipboard.readText()") == synced_batch.batch_id
+    page.evaluate("() => Object.defineProperty(navigator, 'clipboard', {value: undefined})")  # a plain-HTTP host
+    button.click()
+    expect(button).to_contain_text("Selected")
+    assert page.evaluate("() => getSelection().toString()") == synced_batch.batch_id
     assert errors == []
