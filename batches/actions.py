@@ -22,6 +22,7 @@ class Outcome:
     ok: bool
     message: str
     request_id: str = ""
+    info: bool = False  # nothing was done, and nothing went wrong either
 
 
 def audit(*, user, action: str, batch: Batch, outcome: Outcome, detail: str = "") -> AuditEvent:
@@ -56,7 +57,7 @@ def cancel(*, batch: Batch, user) -> Outcome:
     """Ask the API to cancel, store what it answers, audit. A batch already cancelling is not re-sent."""
     batch.refresh_from_db()
     if batch.status == "cancelling":
-        outcome = Outcome(True, "Already cancelling; nothing sent again.")
+        outcome = Outcome(True, "Already cancelling; nothing sent again.", info=True)
     elif not batch.is_cancellable:
         outcome = Outcome(False, f"A {batch.status} batch cannot be cancelled.")
     elif problem := key_problem(batch.connection):

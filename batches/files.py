@@ -56,6 +56,13 @@ def panel(batch: Batch) -> dict:
     return context
 
 
+def read_request_errors(batch: Batch) -> dict | None:
+    """The request-error summary if the files queue has read it already (for the detail page's outcome line);
+    never schedules a read."""
+    summary = cache.get(_summary_key(batch)) if batch.error_file_id else None
+    return summary if summary and summary.get("groups") else None
+
+
 def _schedule(batch: Batch) -> tuple[bool, float | None]:
     """Enqueue the batch's read unless one is queued already. Returns whether it is queued, and since when."""
     from .tasks import read_batch_files  # tasks call into this module

@@ -74,6 +74,42 @@ def progress_chart(snapshots: list[BatchSnapshot]) -> dict | None:
     }
 
 
+# The API's own timestamps, in the order a batch passes them; the last one that is set ends the run.
+_PHASE_STARTS = (("validating", "created_at"), ("in_progress", "in_progress_at"), ("finalizing", "finalizing_at"),
+                 ("cancelling", "cancelling_at"))
+_ENDS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
+
+
+def finished_at(batch: Batch) -> datetime | None:
+    return max((t for t in (getattr(batch, name) for name in _ENDS) if t), default=None)
+
+
+def took(batch: Batch) -> timedelta | None:
+    """How long a finished batch ran, from created to its end timestamp."""
+    end = finished_at(batch)
+    return end - batch.created_at if end and batch.created_at and end >= batch.created_at else None
+
+
+def phases(batch: Batch, now: datetime) -> dict | None:
+    """The time a batch spent in each phase, from the API's timestamps (so it needs no snapshot history): one
+    bar segment per phase, positioned in percent of the whole run (until now for an active batch)."""
+    starts = sorted(((getattr(batch, field), status) for status, field in _PHASE_STARTS if getattr(batch, field)),
+                    key=lambda pair: pair[0])
+    if not starts:
+        return None
+    end = finished_at(batch) or now
+    begin = starts[0][0]
+    span = max((end - begin).total_seconds(), 1.0)
+    rows = []
+    for index, (start, status) in enumerate(starts):
+        stop = starts[index + 1][0] if index + 1 < len(starts) else end
+        seconds = max((stop - start).total_seconds(), 0)
+        rows.append({"status": status, "start": start, "duration": timedelta(seconds=seconds),
+                     "x": round((start - begin).total_seconds() / span * 100, 2),
+                     "width": round(max(seconds / span * 100, 0.5), 2)})
+    return {"rows": rows, "start": begin, "end": end, "running": finished_at(batch) is None}
+
+
 def throughput(batch: Batch, snapshots: list[BatchSnapshot], now: datetime) -> dict | None:
     """Requests per minute over the in-progress snapshots, and a naive ETA from it."""
     running = [s for s in snapshots if s.status == "in_progress"]

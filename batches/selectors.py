@@ -23,11 +23,14 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection as db
-from django.db.models import DateTimeField, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (Case, DateTimeField, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet,
+                              Subquery, TextField, Value, When)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, NullIf
 
 from teams.models import OPERATOR, VIEWER, Team
 
-from .models import ALL_FAILED, KNOWN_STATUSES, AuditEvent, Batch, BatchCount, Connection
+from .models import ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, AuditEvent, Batch, BatchCount, Connection
 
 # What a user may do with a batch, and the permission their role must hold for it.
 ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
@@ -154,9 +157,24 @@ SORTS = {
     "-created": (Key("created_at", True), Key("id", True)),
     "created": (Key("created_at"), Key("id")),
     "status": (Key("status"), Key("created_at", True), Key("id", True)),
+    "-status": (Key("status", True), Key("created_at", True), Key("id", True)),
     "-tokens": (Key("total_tokens", True, nulls_last=True), Key("id", True)),
+    "tokens": (Key("total_tokens", nulls_last=True), Key("id")),
     "-requests": (Key("total_requests", True), Key("id", True)),
+    "requests": (Key("total_requests"), Key("id")),
 }
+# Sorts by a computed value: paged by OFFSET (their links carry page numbers, not row positions).
+_DONE_SHARE = Cast(F("completed_requests") + F("failed_requests"), FloatField()) / NullIf(F("total_requests"), 0)
+_ACTIVE_FIRST = Case(When(status__in=ACTIVE_STATUSES, then=Value(0)), default=Value(1))
+COMPUTED_SORTS = {
+    "active": (_ACTIVE_FIRST.asc(), F("created_at").desc(), F("id").desc()),
+    "-progress": (_DONE_SHARE.desc(nulls_last=True), F("id").desc()),
+    "progress": (_DONE_SHARE.asc(nulls_last=True), F("id").asc()),
+}
+SORT_LABELS = {"-created": "newest first", "created": "oldest first", "active": "active first",
+               "status": "status A–Z", "-status": "status Z–A", "-progress": "most done first",
+               "progress": "least done first", "-tokens": "most tokens first", "tokens": "fewest tokens first",
+               "-requests": "most requests first", "requests": "fewest requests first"}
 DEFAULT_SORT = "-created"
 _COUNTED_FILTERS = ("status", "connection")  # what BatchCount can count
 
@@ -188,8 +206,22 @@ def filtered_batches(filters: dict, user):
     if filters.get("created_to"):
         batches = batches.filter(created_at__lt=_day_start(filters["created_to"]) + timedelta(days=1))
     if filters.get("q") and filters["q"].strip():
-        batches = batches.filter(search_text__contains=filters["q"].strip().lower())
-    return batches.order_by(*_order(SORTS[filters.get("sort") or DEFAULT_SORT]))
+        batches = batches.filter(_search(filters["q"].strip()))
+    sort = filters.get("sort") or DEFAULT_SORT
+    return batches.order_by(*(COMPUTED_SORTS[sort] if sort in COMPUTED_SORTS else _order(SORTS[sort])))
+
+
+def _search(text: str) -> Q:
+    """Ids, file ids and metadata values (the search index); a model by name; a validation error code; and
+    `key:value` for one metadata field."""
+    condition = Q(search_text__contains=text.lower()) | Q(model__iexact=text)
+    condition |= Q(pk__in=Batch.objects.alias(errors_text=Cast("errors", TextField())).filter(
+        errors_text__icontains=json.dumps({"code": text})[1:-1]).values("pk"))
+    key, colon, value = text.partition(":")
+    if colon and key.strip() and value.strip():
+        condition |= Q(pk__in=Batch.objects.alias(field=KeyTextTransform(key.strip(), "metadata")).filter(
+            field__iexact=value.strip()).values("pk"))
+    return condition
 
 
 def _order(keys) -> list:
@@ -251,6 +283,10 @@ class ListPage:
     previous_query: str = ""
 
     @property
+    def object_list(self) -> list:
+        return self.rows
+
+    @property
     def num_pages(self) -> int | None:
         return max(1, math.ceil(self.count / self.size)) if self.exact else None
 
@@ -261,8 +297,8 @@ def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact:
     (or precedes), the rows are read from that row on through the sort's index, whatever the depth;
     without one (a page number typed or shared without its cursor), by OFFSET. Either way the page's
     links carry cursors."""
-    keys = SORTS[sort]
-    values = _values(after or before, keys) if (after or before) else None
+    keys = SORTS.get(sort)  # None: a computed sort, paged by number
+    values = _values(after or before, keys) if keys and (after or before) else None
     rows = []
     if values is not None and after:
         rows = _rows_after(batches, keys, values, size + 1)
@@ -285,10 +321,13 @@ def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact:
 
 def _with_links(page: ListPage, keys, *, has_next: bool, has_previous: bool) -> ListPage:
     if has_next and page.rows:
-        page.next_query = urlencode({"page": page.number + 1, "after": _cursor(page.rows[-1], keys)})
+        following = {"page": page.number + 1}
+        page.next_query = urlencode({**following, "after": _cursor(page.rows[-1], keys)} if keys else following)
     if has_previous and page.rows:
-        previous = {"page": page.number - 1, "before": _cursor(page.rows[0], keys)}
-        page.previous_query = urlencode(previous if page.number > 2 else {"page": 1})
+        previous = {"page": page.number - 1}
+        if keys and page.number > 2:
+            previous["before"] = _cursor(page.rows[0], keys)
+        page.previous_query = urlencode(previous)
     return page
 
 

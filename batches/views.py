@@ -25,6 +25,9 @@ STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
 # The endpoints the Batch API accepts (CONTRACT.md §4), for the endpoint filter.
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/moderations",
              "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+# The table's columns after Model: label, and the sort its header link starts with (None: not sortable).
+_COLUMNS = (("Status", "status"), ("Progress", "-progress"), ("Success", None), ("Tokens", "-tokens"),
+            ("Expires", None), ("Created · in status", "-created"))
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -50,7 +53,7 @@ class ListFilters(forms.Form):
     created_from = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     created_to = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, max_length=200, label="Search", validators=[_decoded_text])
-    sort = forms.ChoiceField(choices=[(k, k) for k in selectors.SORTS], required=False)
+    sort = forms.ChoiceField(choices=list(selectors.SORT_LABELS.items()), required=False)
     page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
     # Where the pager's links continue from (selectors.batch_page); one that does not fit is not used.
     after = forms.CharField(required=False, max_length=1000)
@@ -89,8 +92,9 @@ def _token(*parts) -> str:
 
 # ----- the list ----------------------------------------------------------------------------------
 def _query_without(request, *names: str) -> str:
+    """The list's query string without the named parameters, nor the poll's own (v, rows)."""
     query = request.GET.copy()
-    for name in names:
+    for name in (*names, "v", "rows"):
         query.pop(name, None)
     return query.urlencode()
 
@@ -100,12 +104,14 @@ def _query_without(request, *names: str) -> str:
 @vary_on_headers("HX-Request")
 def batch_list(request):
     _require(request, "view_batch")
+    if not request.htmx and any("" in values for _, values in request.GET.lists()):
+        return redirect(_without_empty(request))  # a form sent without script: keep the URL short and shareable
     form = ListFilters(request.GET)
     form.is_valid()
     filters = form.cleaned_data
     connections = list(selectors.visible_connections(request.user))
     data_version = [(c.pk, c.data_version) for c in connections]
-    version = _token(data_version, _health_token(connections), _query_without(request, "v"))
+    version = _token(data_version, _health_token(connections), _query_without(request))
     if request.htmx and request.GET.get("v") == version:
         return HttpResponse(status=204)
     if form.errors and not request.htmx:
@@ -119,27 +125,82 @@ def batch_list(request):
     page = selectors.batch_page(batches, sort=filters.get("sort") or selectors.DEFAULT_SORT,
                                 number=filters.get("page") or 1, size=settings.LIST_PAGE_SIZE, count=count,
                                 exact=exact, after=filters.get("after") or "", before=filters.get("before") or "")
+    cards = selectors.status_cards(counts)
+    card_query = _query_without(request, "status", "page", "after", "before")
+    for card in cards:
+        card["href"] = f"?{card_query + '&' if card_query else ''}status={card['status']}"
+        card["active"] = card["status"] in (filters.get("status") or [])
+    sort = filters.get("sort") or selectors.DEFAULT_SORT
+    active_filters = sum(1 for k in ("status", "connection", "endpoint", "model", "created_from", "created_to", "q")
+                         if filters.get(k))
     now = timezone.now()
     context = {
         "form": form,
         "page": page,
-        "cards": selectors.status_cards(counts),
+        "cards": cards,
         "connections": connections,
         "in_no_team": selectors.visible_connection_ids(request.user) == [],
         "multi_connection": len(connections) > 1,
         "unhealthy": [c for c in connections if c.health(now) in ("failing", "stale")],
         "version": version,
-        "live_query": _query_without(request, "v"),
-        "page_query": _query_without(request, "page", "after", "before", "v"),
-        "sort_query": _query_without(request, "sort", "page", "after", "before", "v"),
-        "sort": filters.get("sort") or selectors.DEFAULT_SORT,
-        "filtered": any(filters.get(k) for k in ("status", "connection", "endpoint", "model", "created_from",
-                                                   "created_to", "q")),
+        "live_query": _query_without(request),
+        "page_query": _query_without(request, "page", "after", "before"),
+        "sort": sort,
+        "sort_label": selectors.SORT_LABELS[sort],
+        "sort_columns": _sort_columns(sort, _query_without(request, "sort", "page", "after", "before")),
+        "changed": set(),
+        "active_filters": active_filters,
+        "filtered": bool(active_filters),
         "endpoints": ENDPOINTS,
         "now": now,
+        "rows_shown": ",".join(f"{b.pk}:{_row_version(b)}" for b in page.object_list),
     }
-    template = "batches/list.html#batch-live" if request.htmx else "batches/list.html"
-    return render(request, template, context)
+    if not request.htmx:
+        return render(request, "batches/list.html", context)
+    # The poll says which rows it shows (pk:version); changed rows go back alone, the whole body only when
+    # the rows or their order changed.
+    rows = [(batch.pk, _row_version(batch)) for batch in page.object_list]
+    shown = _shown_rows(request.GET.get("rows", ""))
+    context["changed"] = {pk for pk, row_version in rows if shown.get(pk) != row_version}
+    context["rows_moved"] = [pk for pk, _ in rows] != list(shown)
+    return render(request, "batches/list.html#batch-update", context)
+
+
+def _without_empty(request) -> str:
+    query = request.GET.copy()
+    for key, values in list(query.lists()):
+        query.setlist(key, [value for value in values if value != ""])
+        if not query.getlist(key):
+            del query[key]
+    return f"{request.path}?{query.urlencode()}" if query else request.path
+
+
+def _sort_columns(sort: str, query: str) -> list[dict]:
+    """Header cells: a sortable one links to its first direction, or to the other one when already sorted by it."""
+    columns = []
+    for label, first in _COLUMNS:
+        column = {"label": label, "num": label in ("Success", "Tokens"), "href": None, "direction": None}
+        if first:
+            other = first[1:] if first.startswith("-") else f"-{first}"
+            if sort in (first, other):
+                column["direction"] = "descending" if sort.startswith("-") else "ascending"
+            column["href"] = f"?{query + '&' if query else ''}sort={other if sort == first else first}"
+        columns.append(column)
+    return columns
+
+
+def _row_version(batch: Batch) -> str:
+    """What a list row shows changes with the batch's version, and when the API stops finding it."""
+    return f"{batch.version}{'m' if batch.missing_since else ''}"
+
+
+def _shown_rows(value: str) -> dict:
+    shown = {}
+    for pair in value.split(",")[:1000]:
+        pk, _, row_version = pair.partition(":")
+        if pk.isdigit() and len(pk) < 19:
+            shown[int(pk)] = row_version
+    return shown
 
 
 # ----- the detail --------------------------------------------------------------------------------
@@ -152,27 +213,45 @@ def _detail_version(batch: Batch) -> str:
 def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> dict:
     now = timezone.now()
     connection = batch.connection
-    transitions = list(batch.transitions.all())
     chart_rows = insights.sampled_snapshots(batch)
-    audits = list(batch.audit_events.all()[:20])
+    throughput = insights.throughput(batch, chart_rows, now)
     return {
         "batch": batch,
         "can": can,
         "connection": connection,
         "notice": notice,
-        "timeline": insights.timeline(batch, transitions),
+        "timeline": insights.timeline(batch, list(batch.transitions.all())),
         "chart": insights.progress_chart(chart_rows),
-        "throughput": insights.throughput(batch, chart_rows, now),
+        "phases": insights.phases(batch, now),
+        "throughput": throughput,
+        "took": insights.took(batch),
         "cost": insights.estimated_cost(batch),
-        "history": list(batch.snapshots.order_by("-version")[:50]),
-        "history_total": batch.version,
-        "audits": audits,
-        "raw_json": json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False),
+        "request_errors": files.read_request_errors(batch),
+        "audits": list(batch.audit_events.all()[:20]),
         "stale": connection.health(now) in ("failing", "stale"),
         "version": version or _detail_version(batch),
         "now": now,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
     }
+
+
+def _render_update(request, batch: Batch, can: dict, shown_version: int, **extra):
+    """The live parts of the detail page as out-of-band swaps: header, cards, timeline and audit; only the history
+    rows newer than the version shown; the files panel and the raw JSON only once the batch has finished."""
+    context = _detail_context(batch, can, **extra)
+    context["history"] = list(batch.snapshots.filter(version__gt=shown_version).order_by("-version")[:50])
+    if batch.is_terminal:
+        context["raw_json"] = _raw_json(batch)
+    return render(request, "batches/detail.html#batch-update", context)
+
+
+def _raw_json(batch: Batch) -> str:
+    return json.dumps(batch.raw, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _shown_version(request) -> int:
+    shown = (request.POST if request.method == "POST" else request.GET).get("shown", "")
+    return int(shown) if shown.isdigit() and len(shown) < 10 else 0
 
 
 @login_required
@@ -181,11 +260,14 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
 def batch_detail(request, slug: str, batch_id: str):
     batch, can = _get_batch_for_user(request, slug, batch_id)
     version = _detail_version(batch)
-    if request.htmx and request.GET.get("v") == version:
-        return HttpResponse(status=204)
+    if request.htmx:
+        if request.GET.get("v") == version:
+            return HttpResponse(status=204)
+        return _render_update(request, batch, can, _shown_version(request), version=version)
     context = _detail_context(batch, can, version=version)
-    template = "batches/detail.html#batch-live" if request.htmx else "batches/detail.html"
-    return render(request, template, context)
+    context["history"] = list(batch.snapshots.order_by("-version")[:50])
+    context["raw_json"] = _raw_json(batch)
+    return render(request, "batches/detail.html", context)
 
 
 @login_required
@@ -201,12 +283,11 @@ def batch_files(request, slug: str, batch_id: str):
 
 
 def _after_action(request, batch: Batch, can: dict, outcome: actions.Outcome):
-    if request.htmx:
+    if request.htmx:  # the form targets the action panel: an empty answer closes it, the rest is out of band
         batch.refresh_from_db()
-        response = render(request, "batches/detail.html#batch-live", _detail_context(batch, can, notice=outcome))
-        response.write('<div id="action-panel" hx-swap-oob="true"></div>')
-        return response
-    (messages.success if outcome.ok else messages.error)(request, outcome.message)
+        return _render_update(request, batch, can, _shown_version(request), notice=outcome)
+    level = messages.info if outcome.info else messages.success if outcome.ok else messages.error
+    level(request, outcome.message)
     return redirect("batch-detail", slug=batch.connection.slug, batch_id=batch.batch_id)
 
 

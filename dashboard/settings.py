@@ -202,6 +202,7 @@ LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
+FORMAT_MODULE_PATH = ["dashboard.formats"]  # the admin's dates in the app's format
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True

@@ -163,3 +163,18 @@ def password_checks(monkeypatch):
 
     monkeypatch.setattr(AbstractBaseUser, "check_password", counted)
     return checks
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for a module of browser tests (each test opens its own context)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright's sync API
+        with sync_playwright() as playwright:
+            chromium = launch(playwright)
+            yield chromium
+            chromium.close()

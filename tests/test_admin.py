@@ -1,5 +1,7 @@
 """The admin site: who gets in (by permission, not is_staff), and what it shows of a connection's key."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import Group, User
 
@@ -44,3 +46,13 @@ def test_an_unreadable_key_says_so_in_the_admin(client, login, connection, lost_
     assert Connection.objects.get().api_key_hint in listing
     form = client.get(f"/admin/batches/connection/{connection.pk}/change/").content.decode()
     assert lost_key in form
+
+
+def test_the_admin_is_titled_batchboard_and_shows_dates_as_the_app_does(client, login, connection):
+    from batches.models import AuditEvent
+
+    login("admin")
+    AuditEvent.objects.create(action="login", username="ana", result="ok")
+    page = client.get("/admin/batches/auditevent/").content.decode()
+    assert "Batchboard" in page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)

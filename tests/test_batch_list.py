@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from batches.store import store_batch
 from tests import payloads
+from tests.htmlparts import out_of_band
 
 HX = {"HTTP_HX_REQUEST": "true"}
 
@@ -40,8 +41,8 @@ def test_an_htmx_poll_gets_the_fragment_not_the_page(client, viewer, connection)
     _store(connection, 1)
     response = client.get("/", **HX)
     body = response.content.decode()
-    assert response.status_code == 200
-    assert body.lstrip().startswith('<section id="batch-live"') and "<html" not in body
+    assert response.status_code == 200 and "<html" not in body
+    assert set(out_of_band(body)) >= {"batch-poll", "batch-cards", "batch-rows", "batch-pager", "live-announce"}
 
 
 def test_an_unchanged_poll_is_answered_with_204(client, viewer, connection):
@@ -259,3 +260,81 @@ def test_the_cards_and_the_status_counts_never_count_the_batch_table(client, vie
         assert not [q for q in queries.captured_queries if "COUNT(" in q["sql"] and "batches_batch" in q["sql"]]
     assert re.search(r'stat-count">2</span>\s*<span class="stat-label">in progress', page)
     assert "3 batches" in client.get("/?status=in_progress&status=all_failed").content.decode()
+
+
+def _poll(client, page: str) -> str:
+    """The URL the page's poll requests, its hx-vals (the rows it shows) included."""
+    url = re.search(r'hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    rows = re.search(r'"rows": "([^"]*)"', page).group(1)
+    return f"{url}&rows={rows}"
+
+
+def test_a_poll_answers_one_changed_row_alone_in_under_5_kb(client, viewer, connection, settings):
+    settings.LIST_PAGE_SIZE = 50
+    _store(connection, 50, status="in_progress", request_counts={"total": 100, "completed": 10, "failed": 0})
+    poll = _poll(client, client.get("/", **HX).content.decode())
+    store_batch(connection, payloads.batch(id="batch_x0007", status="in_progress",
+                                           request_counts={"total": 100, "completed": 60, "failed": 1}))
+    response = client.get(poll, **HX)
+    body = response.content.decode()
+    swaps = out_of_band(body)
+    rows = [key for key in swaps if key.startswith("row-")]
+    assert len(rows) == 1 and swaps[rows[0]] == "morph" and "batch-rows" not in swaps
+    assert "batch_x0007" in body and "60 + 1 failed" in body and "1 batch changed" in body
+    assert len(response.content) < 5000, len(response.content)
+
+
+def test_a_poll_sends_the_whole_body_when_rows_come_or_go(client, viewer, connection):
+    _store(connection, 3)
+    poll = _poll(client, client.get("/", **HX).content.decode())
+    store_batch(connection, payloads.batch(id="batch_new", created_at=payloads.CREATED + 999))
+    swaps = out_of_band(client.get(poll, **HX).content.decode())
+    assert swaps["batch-rows"] == "morph" and not [key for key in swaps if key.startswith("row-")]
+
+
+def test_empty_filters_never_stay_in_the_url(client, viewer, connection):
+    response = client.get("/?status=failed&connection=&endpoint=&model=&q=&page=")
+    assert response.status_code == 302 and response["Location"] == "/?status=failed"
+    assert client.get("/?q=").headers["Location"] == "/"
+
+
+def test_a_status_card_is_highlighted_and_keeps_the_other_filters(client, viewer, connection):
+    _store(connection, 1)
+    page = client.get("/?status=in_progress&model=gpt-4o-mini&sort=created").content.decode()
+    card = re.search(r'<a class="card stat status-in_progress active" href="([^"]+)" aria-current="true">', page)
+    assert card and "model=gpt-4o-mini" in card.group(1) and "sort=created" in card.group(1)
+    assert 'href="?model=gpt-4o-mini&amp;sort=created&amp;status=failed"' in page
+
+
+def test_every_sortable_column_sorts_both_ways_with_aria_sort(client, viewer, connection):
+    for i, done in enumerate((90, 10, 50)):
+        store_batch(connection, payloads.batch(id=f"batch_p{i}", status="in_progress",
+                                               request_counts={"total": 100, "completed": done, "failed": 0}))
+    store_batch(connection, payloads.batch(id="batch_done", status="completed", created_at=payloads.CREATED - 99,
+                                           request_counts={"total": 100, "completed": 100, "failed": 0}))
+    page = client.get("/?sort=-progress")
+    assert _ids(page)[:3] == ["batch_done", "batch_p0", "batch_p2"]
+    assert re.search(r'aria-sort="descending"><a href="\?sort=progress">Progress ↓</a>', page.content.decode())
+    page = client.get("/?sort=progress")
+    assert _ids(page)[:3] == ["batch_p1", "batch_p2", "batch_p0"]
+    assert 'aria-sort="ascending"><a href="?sort=-progress">Progress ↑</a>' in page.content.decode()
+    assert _ids(client.get("/?sort=active"))[-1] == "batch_done"
+    for first, other in (("status", "-status"), ("-tokens", "tokens"), ("-created", "created")):
+        assert client.get(f"/?sort={first}").status_code == client.get(f"/?sort={other}").status_code == 200
+        assert f'href="?sort={other}"' in client.get(f"/?sort={first}").content.decode()
+
+
+def test_a_failed_row_shows_its_reason(client, viewer, connection):
+    store_batch(connection, payloads.VALIDATION_FAILED)
+    page = client.get("/").content.decode()
+    assert re.search(r'<td colspan="4" class="reason" data-label="Reason"><span class="mono">invalid_json_line</span>', page)
+
+
+def test_search_understands_metadata_fields_models_and_validation_error_codes(client, viewer, connection):
+    store_batch(connection, payloads.batch(id="batch_growth", metadata={"team": "growth"}, model="gpt-4.1-mini"))
+    store_batch(connection, payloads.batch(id="batch_search", metadata={"team": "search"}))
+    store_batch(connection, payloads.VALIDATION_FAILED)
+    assert _ids(client.get("/?q=team:growth")) == ["batch_growth"]
+    assert _ids(client.get("/?q=gpt-4.1-mini")) == ["batch_growth"]
+    assert _ids(client.get("/?q=invalid_json_line")) == [payloads.VALIDATION_FAILED["id"]]
+    assert "team:growth" in client.get("/").content.decode()  # the syntax is written next to the box

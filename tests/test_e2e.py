@@ -12,13 +12,12 @@ from playwright.sync_api import expect, sync_playwright
 
 from batches.models import Batch, Connection
 from simulator import Simulator, SimulatorServer
+from tests.browser import launch, log_in
 from tests.conftest import PASSWORD, SIM_KEY
 from tests.test_worker import start_worker, stop_worker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "var" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
@@ -52,18 +51,6 @@ def stack(live_server, settings, login, monkeypatch):
         shutil.rmtree(schedule, ignore_errors=True)
 
 
-def _browser(playwright):
-    return playwright.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                      args=CHROMIUM_ARGS)
-
-
-def _log_in(page, base: str, username: str) -> None:
-    page.goto(base + "/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-
-
 def _count(page, selector: str) -> int:
     return int(page.locator(selector).inner_text().replace(",", ""))
 
@@ -79,20 +66,20 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
     SHOTS.mkdir(parents=True, exist_ok=True)
     base, batch_id = stack["url"], stack["active"]
     with sync_playwright() as playwright:
-        browser = _browser(playwright)
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         csp_errors = []
         page.on("console", lambda m: "Content Security Policy" in m.text and csp_errors.append(m.text))
         polls = []  # requests marked as live polls, which the session's idle timeout does not count
         page.on("request", lambda r: r.headers.get("x-batchboard-poll") == "1" and polls.append(r.url))
 
-        _log_in(page, base, "operator")
+        log_in(page, base, "operator")
         expect(page.locator("table.batches tbody tr").first).to_be_visible()
         assert page.locator("table.batches tbody tr").count() >= 20
         page.screenshot(path=str(SHOTS / "list.png"))
 
-        page.check("input[name=status][value=in_progress]")
-        page.click("form.filters button[type=submit]")
+        page.check("input[name=status][value=in_progress]")  # applies at once
+        page.wait_for_url("**/?status=in_progress")
         expect(page.locator("table.batches tbody tr")).to_have_count(1)
         assert "status=in_progress" in page.url
 
@@ -131,11 +118,12 @@ def test_an_operator_watches_cancels_and_downloads_and_a_viewer_cannot(stack, ro
         page.screenshot(path=str(SHOTS / "phone.png"))
 
         viewer = browser.new_page()
-        _log_in(viewer, base, "viewer")
+        log_in(viewer, base, "viewer")
         viewer.goto(f"{base}/batches/sim/{batch_id}/")
         expect(viewer.locator("#batch-status")).to_be_visible()
         assert viewer.locator("#cancel-batch").count() == 0
         assert viewer.locator("[id^=download-]").count() == 0
+        expect(viewer.locator("#operators-only")).to_have_text("Operators can download files.")
         token = next(c["value"] for c in viewer.context.cookies() if c["name"] == "csrftoken")
         forged = viewer.request.post(f"{base}/batches/sim/{batch_id}/cancel/", headers={"X-CSRFToken": token})
         assert forged.status == 403

@@ -32,7 +32,7 @@ def _ids(response) -> set[str]:
 def _cards(response) -> dict[str, int]:
     page = response.content.decode()
     return {status: int(count) for status, count in re.findall(
-        r'status-(\w+)" href="\?status=\w+">\s*<span class="stat-count">([\d,]+)<', page)}
+        r'status-(\w+)(?: active)?" href="[^"]*status=\w+"[^>]*>\s*<span class="stat-count">([\d,]+)<', page)}
 
 
 def test_a_team_member_sees_only_their_connections_batches_counts_and_health(client, login, batches, two_teams):

@@ -83,6 +83,14 @@ def api_text(value, limit: int = SHOWN_LIMIT):
 
 
 @register.filter
+def short_endpoint(value) -> str:
+    """/v1/chat/completions → chat, /v1/responses → responses; an endpoint we do not know stays as sent."""
+    value = str(value or "")
+    short = value.removeprefix("/v1/")
+    return "chat" if short == "chat/completions" else short
+
+
+@register.filter
 def words(value) -> str:
     return str(value).replace("_", " ")
 
@@ -129,9 +137,9 @@ class _GuardedRowNode(template.Node):
         except Exception:  # noqa: BLE001 - one bad row must not take the whole list down
             batch = self.batch.resolve(context)
             logger.exception("The list row of batch %r (pk %s) could not be rendered", batch.batch_id, batch.pk)
-            return format_html('<tr class="row-error"><td colspan="12" class="error">This batch could not be shown '
-                               '(<bdi class="mono">{}</bdi>); the error is logged.</td></tr>',
-                               bidi_safe(batch.batch_id))
+            return format_html('<tr id="row-{}" class="row-error"><td colspan="11" class="error">This batch could not be '
+                               'shown (<bdi class="mono">{}</bdi>); the error is logged.</td></tr>',
+                               batch.pk, bidi_safe(batch.batch_id))
 
 
 @register.tag
