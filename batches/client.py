@@ -9,12 +9,16 @@ server that drip-feeds its answer cannot hold a worker or a web thread longer th
 """
 
 import json
+import socket
+import threading
 import time
 from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3
 from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from .models import Connection, KeyUnreadable, api_host_problem
@@ -69,12 +73,18 @@ class BatchApi:
             "Authorization": f"Bearer {api_key}",
             "User-Agent": f"Batchboard/{settings.VERSION} python-requests/{requests.__version__}",
             "Accept": "application/json",
+            # Plain bytes: a compressed body would let one read loop on inside urllib3, and would make
+            # the length a download announces differ from what it streams.
+            "Accept-Encoding": "identity",
         })
         if organization:
             self.session.headers["OpenAI-Organization"] = organization
         if project:
             self.session.headers["OpenAI-Project"] = project
         self.requests_made = 0
+        adapter = _WatchedAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     @classmethod
     def for_connection(cls, connection: Connection) -> "BatchApi":
@@ -112,23 +122,28 @@ class BatchApi:
 
     def cancel_batch(self, batch_id: str) -> tuple[dict, str]:
         """POST the cancel; returns the batch and the API's request id."""
-        deadline = time.monotonic() + settings.API_CALL_DEADLINE
-        response = self._send("POST", f"/batches/{_segment(batch_id)}/cancel", deadline=deadline, json={})
-        return self._decode(response, deadline), response.headers.get("x-request-id", "")
+        payload, response = self._call_json("POST", f"/batches/{_segment(batch_id)}/cancel", json={})
+        return payload, response.headers.get("x-request-id", "")
 
     def file_metadata(self, file_id: str) -> dict:
         return self._json("GET", f"/files/{_segment(file_id)}")
 
     def file_content(self, file_id: str) -> requests.Response:
         """The open, streamed response for a file's bytes; read it with stream_chunks, then close it."""
-        return self._send("GET", f"/files/{_segment(file_id)}/content",
-                          headers={"Accept": "application/octet-stream"})
+        deadline = time.monotonic() + settings.API_CALL_DEADLINE
+        with _Watchdog(deadline, self.base_url):  # until the headers are in; the body has its own limits
+            return self._send("GET", f"/files/{_segment(file_id)}/content", deadline=deadline,
+                              headers={"Accept": "application/octet-stream"})
 
     # ----- plumbing ----------------------------------------------------------------------------
     def _json(self, method: str, path: str, **kwargs) -> dict:
+        return self._call_json(method, path, **kwargs)[0]
+
+    def _call_json(self, method: str, path: str, **kwargs) -> tuple[dict, requests.Response]:
         deadline = time.monotonic() + settings.API_CALL_DEADLINE
-        response = self._send(method, path, deadline=deadline, **kwargs)
-        return self._decode(response, deadline)
+        with _Watchdog(deadline, self.base_url):
+            response = self._send(method, path, deadline=deadline, **kwargs)
+            return self._decode(response, deadline), response
 
     def _send(self, method: str, path: str, *, deadline: float | None = None, **kwargs) -> requests.Response:
         """One call: quick retries of idempotent failures, all within the deadline. Returns an open,
@@ -147,8 +162,9 @@ class BatchApi:
             self.requests_made += 1
             try:
                 response = self.session.request(method, self.base_url + path, timeout=timeout, stream=True,
-                                                **kwargs)
+                                                allow_redirects=False, **kwargs)
             except requests.RequestException as exc:
+                _Watchdog.raise_if_cut()
                 if attempt + 1 < attempts:
                     continue
                 raise TransientError(_network_failure(exc, self.base_url)) from None
@@ -181,6 +197,82 @@ class BatchApi:
 
 
 _RETRY_STATUSES = (500, 502, 503, 504)
+_watched = threading.local()  # the Watchdog of the call running in this thread, if any
+
+
+class _Watchdog:
+    """Ends a call still running at its deadline by shutting its socket. Per-read timeouts alone let a server
+    that drips its status line, its headers or a chunked body one byte at a time hold the caller for ever;
+    this covers every phase. The caller then gets a TransientError saying the deadline passed."""
+
+    def __init__(self, deadline: float, base_url: str):
+        self.deadline, self.base_url, self.conn, self.cut = deadline, base_url, None, False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer = threading.Timer(max(self.deadline - time.monotonic(), 0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+        _watched.current = self
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._timer.cancel()
+        _watched.current = None
+        if self.cut and exc_type is not None:
+            raise self._error() from None
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.cut = True
+            sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _error(self) -> "TransientError":
+        return TransientError(f"the answer took longer than {settings.API_CALL_DEADLINE:g}s; cut off")
+
+    @staticmethod
+    def watch(conn) -> None:
+        """Called by the connection pool for each request: the socket to shut is this connection's."""
+        watchdog = getattr(_watched, "current", None)
+        if watchdog is not None:
+            with watchdog._lock:
+                watchdog.conn = conn
+                cut = watchdog.cut
+            if cut:  # the deadline passed between two requests (a retry): do not start another
+                raise watchdog._error()
+
+    @staticmethod
+    def raise_if_cut() -> None:
+        watchdog = getattr(_watched, "current", None)
+        if watchdog is not None and watchdog.cut:
+            raise watchdog._error()
+
+
+class _WatchedPool:
+    def _make_request(self, conn, *args, **kwargs):
+        _Watchdog.watch(conn)
+        return super()._make_request(conn, *args, **kwargs)
+
+
+class _WatchedHTTPPool(_WatchedPool, HTTPConnectionPool):
+    pass
+
+
+class _WatchedHTTPSPool(_WatchedPool, HTTPSConnectionPool):
+    pass
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, with connection pools that tell the call's Watchdog which socket it is using."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
 def read_chunks(response: requests.Response, deadline: float | None, chunk_size: int = 64 * 1024, *,

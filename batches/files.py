@@ -67,7 +67,7 @@ def _schedule(batch: Batch) -> tuple[bool, float | None]:
     """Enqueue the batch's read unless one is queued already. Returns whether it is queued, and since when."""
     from .tasks import read_batch_files  # tasks call into this module
 
-    key = _cache_key("files-queued", batch.pk)
+    key = _queued_key(batch)
     now = time.time()
     if not cache.add(key, now, QUEUED_SECONDS):
         return True, cache.get(key)
@@ -81,12 +81,25 @@ def _schedule(batch: Batch) -> tuple[bool, float | None]:
     return True, now
 
 
+def _queued_key(batch: Batch) -> str:
+    """The "a read is queued" marker, per set of file ids: a batch that gains its output and error files
+    when it finishes gets a read of its own."""
+    return _cache_key("files-queued", batch.pk, *(batch.file_id(kind) for kind in FILE_KINDS))
+
+
 def read_batch_files(batch_pk: int) -> None:
     """The files queue's work for one batch: each file's metadata, then the error-file summary, cached.
     Whatever is cached already is not read again; one scan per error file at a time."""
     batch = Batch.objects.select_related("connection").filter(pk=batch_pk).first()
     if batch is None:
         return
+    try:
+        _read_files(batch)
+    finally:
+        cache.delete(_queued_key(batch))  # done: the next page that still misses something schedules again
+
+
+def _read_files(batch: Batch) -> None:
     for kind in FILE_KINDS:
         file_id = batch.file_id(kind)
         key = _cache_key("file-meta", batch.connection_id, file_id)

@@ -41,6 +41,7 @@ class SyncResult:
     warning: str = ""
     retry_after: float | None = None
     unreadable: int = 0  # batches on the pages read that could not be stored
+    walk_unreadable: int = 0  # of those, the ones on the full walk's own pages (the walk sums its cycles)
     problems: list = field(default_factory=list)
 
     def summary(self) -> str:
@@ -75,6 +76,9 @@ class _Cycle:
     covered: set = field(default_factory=set)
     walk_done: bool = False
     head_pages: int = 0  # list pages the head read took
+    progressed: bool = False  # some page or batch was read and stored
+    order_steps: list = field(default_factory=lambda: [0, 0])  # rising, falling steps seen before deciding
+    reading: str = ""  # what is being read now: head, walk, tail, deep or refresh
     head_cursor: str | None = None  # where the head read stopped (the next page's `after`), unless it ended
 
     def has_time(self) -> bool:
@@ -135,6 +139,9 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
     except SoftTimeLimitExceeded:
         result.cut_short = True
         log.warning("sync %s: soft time limit reached; the next cycle goes on", connection.slug)
+        if cycle is None or not cycle.progressed:  # nothing was read: that is no success
+            result.error = "the cycle reached its time limit before the API answered"
+            _record_failure(connection, token, TransientError(result.error), result)
     except _LeaseLost:
         result.error = "the lease expired during the cycle; another sync took over"
         log.warning("sync %s: %s", connection.slug, result.error)
@@ -144,7 +151,7 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
         result.error, result.retry_after = str(exc), exc.retry_after
         log.warning("sync %s failed: %s", connection.slug, exc)
         _record_failure(connection, token, exc, result)
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         # The database itself is away. Give the lease back if it can be reached again already; if not,
         # this process gives it back as soon as the database answers again (the task's retry, or the next
         # sync here), and in any case it expires after SYNC_LEASE_SECONDS.
@@ -266,13 +273,15 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None, until: datetime |
         if not after:  # a walk starts: forget what the previous one found
             cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
     resumed_from, seen, last_created = after, set(), None
+    cycle.reading = kind
     while True:
         if not cycle.has_time():
             return
         try:
             page = cycle.api.list_batches(after=after, limit=settings.SYNC_PAGE_SIZE)
-        except PermanentError:
-            if after and after == resumed_from:  # the API refuses our saved cursor: start over from the top
+        except PermanentError as exc:
+            refused = kind in ("walk", "tail") and after and after == resumed_from and exc.status in (400, 404)
+            if refused:  # the API refuses our saved cursor (the batch is gone): start over from the top
                 log.warning("sync %s: the API refused the saved %s cursor; reading from the top", connection.slug,
                             kind)
                 if kind == "tail":
@@ -284,17 +293,15 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None, until: datetime |
             raise
         data = page["data"]
         ids = [item.get("id") if isinstance(item, dict) else None for item in data]
-        if not connection.list_order:
-            _detect_order(cycle, data)
-            if kind == "head" and connection.list_order == OLDEST_FIRST:
-                kind = "walk"  # the top of an oldest-first list is its oldest end: this read is the import
-                result.full_walk = True
-                cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
         last_created = _check_order(cycle, data, last_created)
+        if kind == "head" and connection.list_order == OLDEST_FIRST:
+            kind = cycle.reading = "walk"  # an oldest-first list's top is its oldest end: this is the import
+            result.full_walk = True
+            cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
         repeated = seen.intersection(i for i in ids if i) or len({i for i in ids if i}) != len([i for i in ids if i])
         reached_known = _store_page(cycle, data)
         seen.update(i for i in ids if i)
-        cursor = next((i for i in reversed(ids) if isinstance(i, str) and i), None)
+        cursor = next((i for i in reversed(ids) if _usable_cursor(i)), None)
         end = not page.get("has_more") or not data
         if kind in ("head", "deep"):
             cycle.head_pages += 1
@@ -322,15 +329,10 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None, until: datetime |
         after = cursor
 
 
-def _detect_order(cycle: _Cycle, data: list) -> None:
-    """Which way the server lists batches, from the first page that shows it; decided once."""
-    rising, falling = _order_steps(data)
-    if rising != falling:
-        order = OLDEST_FIRST if rising > falling else NEWEST_FIRST
-        cycle.renew_lease(list_order=order)
-        if order == OLDEST_FIRST:
-            log.info("sync %s: the server lists oldest first; reading it forward from a tail cursor",
-                     cycle.connection.slug)
+def _usable_cursor(batch_id) -> bool:
+    """An id we can store and send back as `after`; a page ending in anything else continues from the last
+    usable one (reading a few batches twice)."""
+    return isinstance(batch_id, str) and 0 < len(batch_id) <= 255 and "\x00" not in batch_id
 
 
 def _order_steps(data: list, previous=None) -> tuple[int, int]:
@@ -343,10 +345,22 @@ def _order_steps(data: list, previous=None) -> tuple[int, int]:
 
 
 def _check_order(cycle: _Cycle, data: list, previous):
-    """Note (never stop at) a page that breaks the server's order; returns the last created_at seen."""
+    """Which way the server lists batches is decided once, by the majority of the first three steps between
+    creation times (over one page or more); from then on, note (never stop at) a page that breaks that
+    order. Returns the last created_at seen."""
     rising, falling = _order_steps(data, previous)
-    order = cycle.connection.list_order or NEWEST_FIRST
-    if (rising if order == NEWEST_FIRST else falling):
+    if not cycle.connection.list_order:
+        cycle.order_steps[0] += rising
+        cycle.order_steps[1] += falling
+        rising, falling = cycle.order_steps
+        if rising + falling >= 3:
+            order = OLDEST_FIRST if rising > falling else NEWEST_FIRST
+            cycle.renew_lease(list_order=order)
+            if order == OLDEST_FIRST:
+                log.info("sync %s: the server lists oldest first; reading it forward from a tail cursor",
+                         cycle.connection.slug)
+    order = cycle.connection.list_order
+    if order and (rising if order == NEWEST_FIRST else falling):
         words = "newest first" if order == NEWEST_FIRST else "oldest first"
         _anomaly(cycle, f"the batch list is not ordered {words}", kind=None)
     stamps = [to_datetime(item.get("created_at")) for item in data if isinstance(item, dict)]
@@ -373,7 +387,9 @@ def _anomaly(cycle: _Cycle, text: str, *, kind: str | None) -> None:
 def _complete_walk(cycle: _Cycle, *, tail: str | None) -> None:
     connection = cycle.connection
     fields = {"walk_cursor": "", "full_walk_due": False, "last_full_walk_at": timezone.now(),
-              "unreadable_batches": connection.walk_unreadable + cycle.result.unreadable}
+              "unreadable_batches": connection.walk_unreadable + cycle.result.walk_unreadable,
+              "walk_unreadable": 0}
+    cycle.result.walk_unreadable = 0
     if not connection.walk_anomaly and not cycle.result.warning:
         fields["warning"] = ""
     if connection.list_order == OLDEST_FIRST and tail:
@@ -387,6 +403,7 @@ def _store_page(cycle: _Cycle, data: list) -> bool:
     before this cycle. A batch that cannot be parsed or stored is counted, logged and skipped."""
     connection, result = cycle.connection, cycle.result
     observed_at = timezone.now()
+    cycle.progressed = True
     parsed = []
     for payload in data:
         fields = _parse(cycle, payload)
@@ -452,6 +469,7 @@ def _unreadable(cycle: _Cycle, payload, exc: Exception) -> None:
     label = batch_id if isinstance(batch_id, str) else "a batch without a usable id"
     text = f"{label[:100]}: could not be read ({type(exc).__name__}: {str(exc)[:200]})"
     cycle.result.unreadable += 1
+    cycle.result.walk_unreadable += cycle.reading == "walk"
     cycle.result.problems.append(text)
     log.warning("sync %s: skipped %s", cycle.connection.slug, redact(text))
 
@@ -486,14 +504,18 @@ def _read_deeper_when_cheaper(cycle: _Cycle) -> None:
 def _refresh_uncovered(cycle: _Cycle) -> None:
     """Step 3: every stored batch that is still moving but was not on the pages read, oldest news first."""
     connection, result = cycle.connection, cycle.result
+    cycle.reading = "refresh"
     for batch_id, _ in _uncovered_active(cycle):
         if not cycle.has_time():
             result.cut_short = True
             return
         try:
             payload = cycle.api.retrieve_batch(batch_id)
-        except PermanentError as exc:
-            # One batch the API no longer knows: keep what we have, say so, go on with the others.
+        except ApiError as exc:
+            if not _one_batchs_problem(exc):
+                raise  # the API as a whole is in trouble (rate limit, network): stop the cycle
+            # One batch the API no longer knows, or cannot show right now: keep what we have, say so, go on
+            # with the others (it goes to the back of the queue).
             if exc.status == 404:
                 mark_missing(connection, batch_id, now=timezone.now())
             result.problems.append(f"{batch_id}: {exc}")
@@ -501,11 +523,22 @@ def _refresh_uncovered(cycle: _Cycle) -> None:
             continue
         finally:
             cycle.renew_lease()
+            # least recently synced first: one asked about now goes to the back, changed or not
+            Batch.objects.filter(connection=connection, batch_id=batch_id).update(last_synced_at=timezone.now())
+        cycle.progressed = True
         fields = _parse(cycle, payload)
         if fields is not None:
             cycle.covered.add(batch_id)
             result.seen += 1
             _store_one(cycle, fields)
+
+
+def _one_batchs_problem(exc: ApiError) -> bool:
+    """An error about one batch (unknown id, a server error or an unreadable answer for it), not about the
+    connection (rate limit, quota, key, network)."""
+    if isinstance(exc, PermanentError):
+        return exc.status in (400, 404, 409, 422)
+    return exc.status is not None and exc.status != 429
 
 
 def _record_success(connection: Connection, token: str, result: SyncResult, *, started_at: datetime) -> None:
@@ -527,9 +560,9 @@ def _record_success(connection: Connection, token: str, result: SyncResult, *, s
     }
     if result.warning and result.warning not in connection.warning:
         fields["warning"] = result.warning[:2000]
+    if result.walk_unreadable:  # a walk is on and goes on next cycle: it sums its cycles
+        fields["walk_unreadable"] = connection.walk_unreadable + result.walk_unreadable
     if result.unreadable:
-        if connection.walk_cursor or connection.full_walk_due:  # a walk is on: it sums its cycles
-            fields["walk_unreadable"] = connection.walk_unreadable + result.unreadable
         fields["unreadable_batches"] = max(connection.unreadable_batches, result.unreadable)
     Connection.objects.filter(pk=connection.pk, lease_token=token).update(**fields)
 

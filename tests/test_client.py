@@ -167,3 +167,51 @@ def test_slow_retries_all_fit_in_the_call_deadline(api, simulator, settings):
     with pytest.raises(TransientError):
         api.list_batches()
     assert time.monotonic() - started < 1.5
+
+
+def _dripping_server(head: bytes, body: bytes):
+    """A raw server that sends `head` at once, then `body` one byte every 0.2 s (whatever HTTP framing they
+    hold: the status line, headers or a chunked body)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                client.recv(65536)
+                client.sendall(head)
+                for i in range(len(body)):
+                    client.sendall(body[i:i + 1])
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("head,body", [
+    (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 200 + b"\r\n\r\n{}"),  # headers dripped
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"2\r\n{}\r\n" * 100 + b"0\r\n\r\n"),  # chunks
+])
+def test_a_server_dripping_its_headers_or_chunks_is_cut_at_the_call_deadline(settings, head, body):
+    """Per-read timeouts alone let these hold a worker for as long as the server likes (12 s and more)."""
+    settings.API_CALL_DEADLINE, settings.API_READ_TIMEOUT = 1.0, 0.8
+    listener, url = _dripping_server(head, body)
+    api = BatchApi(base_url=url, api_key="sk-test-drip")
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError, match="longer than 1s"):
+            api.list_batches()
+    finally:
+        api.close()
+        listener.close()
+    assert time.monotonic() - started < 1.6

@@ -144,7 +144,7 @@ def test_a_team_viewer_sees_only_their_batches_and_the_other_teams_batch_is_not_
     login("viewer", team="Red", username="rita")
     base = live_server.url
     with sync_playwright() as playwright:
-        browser = _browser(playwright)
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         _log_in(page, base, "rita")
         expect(page.locator("table.batches tbody tr")).to_have_count(3)
