@@ -78,6 +78,7 @@ class _Cycle:
     head_pages: int = 0  # list pages the head read took
     progressed: bool = False  # some page or batch was read and stored
     order_steps: list = field(default_factory=lambda: [0, 0])  # rising, falling steps seen before deciding
+    unreadable_ids: set = field(default_factory=set)
     reading: str = ""  # what is being read now: head, walk, tail, deep or refresh
     head_cursor: str | None = None  # where the head read stopped (the next page's `after`), unless it ended
 
@@ -272,7 +273,7 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None, until: datetime |
         result.full_walk = True
         if not after:  # a walk starts: forget what the previous one found
             cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
-    resumed_from, seen, last_created = after, set(), None
+    resumed_from, seen, reread, last_created = after, set(), set(), None
     cycle.reading = kind
     while True:
         if not cycle.has_time():
@@ -298,10 +299,13 @@ def _read_list(cycle: _Cycle, *, kind: str, after: str | None, until: datetime |
             kind = cycle.reading = "walk"  # an oldest-first list's top is its oldest end: this is the import
             result.full_walk = True
             cycle.renew_lease(walk_anomaly=False, walk_unreadable=0, full_walk_due=True)
-        repeated = seen.intersection(i for i in ids if i) or len({i for i in ids if i}) != len([i for i in ids if i])
+        named = [i for i in ids if isinstance(i, str) and i]
+        repeated = bool(seen.difference(reread).intersection(named)) or len(set(named)) != len(named)
         reached_known = _store_page(cycle, data)
         seen.update(i for i in ids if i)
         cursor = next((i for i in reversed(ids) if _usable_cursor(i)), None)
+        # Items after the cursor (unusable ids at the page's end) come again on the next page.
+        reread = set(ids[ids.index(cursor) + 1:]) if cursor else set()
         end = not page.get("has_more") or not data
         if kind in ("head", "deep"):
             cycle.head_pages += 1
@@ -468,6 +472,10 @@ def _unreadable(cycle: _Cycle, payload, exc: Exception) -> None:
     batch_id = payload.get("id") if isinstance(payload, dict) else None
     label = batch_id if isinstance(batch_id, str) else "a batch without a usable id"
     text = f"{label[:100]}: could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+    if isinstance(batch_id, str):
+        if batch_id in cycle.unreadable_ids:
+            return  # the same batch on a page read again: counted once
+        cycle.unreadable_ids.add(batch_id)
     cycle.result.unreadable += 1
     cycle.result.walk_unreadable += cycle.reading == "walk"
     cycle.result.problems.append(text)

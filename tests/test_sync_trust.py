@@ -387,3 +387,71 @@ def test_make_runs_defaults_keep_a_change_on_screen_within_10_seconds_by_arithme
 
     worst = defaults.SYNC_ACTIVE_INTERVAL + defaults.SYNC_TICK_SECONDS / 2 + 2 + defaults.LIVE_POLL_SECONDS
     assert worst <= 10 and defaults.SYNC_TRANSITION_INTERVAL <= defaults.SYNC_ACTIVE_INTERVAL
+
+
+# ----- review: edges that froze or misreported a connection ----------------------------------------------
+@pytest.mark.django_db
+def test_a_soft_time_limit_before_anything_was_read_is_a_failure_not_a_success(monkeypatch):
+    """Otherwise a hanging upstream would read as "ok" for ever."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from batches.client import BatchApi
+
+    def hangs(self, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(BatchApi, "list_batches", hangs)
+    conn = _connection("http://127.0.0.1:9/v1")
+    result = _sync(conn)
+    conn.refresh_from_db()
+    assert result.error and conn.consecutive_failures == 1 and conn.last_success_at is None
+
+
+@pytest.mark.django_db
+def test_a_page_ending_in_an_unusable_id_continues_from_the_last_usable_one(settings):
+    settings.SYNC_PAGE_SIZE = 3
+    rows = [batch(n) for n in range(1, 10)]
+    rows[6]["id"] = "x" * 300  # the last item of the first page (newest first: 9, 8, 7)
+    with ListServer(rows) as server:
+        conn = _connection(server.url)
+        result = _sync(conn)
+    conn.refresh_from_db()
+    assert not result.error and result.unreadable == 1 and Batch.objects.count() == 8
+    assert conn.health() == "ok" and conn.walk_cursor == ""
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_on_an_oldest_first_server_is_a_failure_and_keeps_the_tail():
+    rows = [batch(n) for n in range(1, 8)]
+    with ListServer(rows, order="oldest_first") as server:
+        conn = _connection(server.url)
+        assert not _sync(conn).error
+        _free_lease(conn)
+        server.answer = lambda path, query: (401, {"error": {"message": "Incorrect API key", "code": "invalid_api_key"}})
+        result = _sync(conn)
+    conn.refresh_from_db()
+    assert result.error and conn.health() == "failing" and conn.tail_cursor == "batch_000007"
+
+
+@pytest.mark.django_db
+def test_one_batch_the_api_cannot_show_right_now_does_not_stop_the_others(settings):
+    rows = [batch(n) for n in range(1, 300)] + [batch(1000, status="in_progress")]
+    rows[0]["status"] = rows[1]["status"] = "in_progress"  # the two oldest: below the head page
+    with ListServer(rows) as server:
+        conn = _connection(server.url)
+        assert not _sync(conn).error
+        _free_lease(conn)
+        real = server.answer
+
+        def broken_for_one(path, query):
+            if path == "/v1/batches/batch_000001":
+                return 500, {"error": {"message": "The server had an error"}}
+            return real(path, query)
+
+        server.answer = broken_for_one
+        rows[1]["status"] = "completed"
+        result = _sync(conn)
+    conn.refresh_from_db()
+    assert not result.error and conn.health() == "ok"
+    assert Batch.objects.get(batch_id="batch_000002").status == "completed"
+    assert any("batch_000001" in p for p in result.problems)
