@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth.models import Group, Permission, User
 
-from batches import audit
+from batches import audit, selectors
 
 from . import sessions
 from .models import LoginThrottle
@@ -53,12 +53,17 @@ class UserAdmin(auth_admin.UserAdmin):
         users = [user for user in queryset if _may_touch(request.user, user)]
         for user in users:
             sessions.logout_everywhere(user, by=request.user)
-        skipped = f" Skipped {len(queryset) - len(users)} superuser(s)." if len(users) < len(queryset) else ""
+        skipped = (f" Skipped {len(queryset) - len(users)} beyond your access." if len(users) < len(queryset)
+                   else "")
         self.message_user(request, f"Logged {len(users)} user(s) out everywhere.{skipped}")
 
 
 def _may_touch(actor, user) -> bool:
-    return user is None or not user.is_superuser or actor.is_superuser
+    """Only superusers touch superusers; an Admin touches only users whose team access is within their own
+    (or a team-scoped Admin could reset another team's user's password and log in as them)."""
+    if user is None or actor.is_superuser:
+        return True
+    return not user.is_superuser and selectors.scope(user).within(selectors.scope(actor))
 
 
 def _role_changes(form) -> list[str]:

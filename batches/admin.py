@@ -5,9 +5,15 @@ from django.core.exceptions import PermissionDenied
 from django.http import StreamingHttpResponse
 from django.urls import path
 
+from teams.models import OPERATOR
+
 from . import audit, selectors
 from .store import delete_batches
 from .models import KEY_DESTINATION, AuditEvent, Batch, BatchSnapshot, BatchTransition, Connection, KeyUnreadable
+
+
+def _operates(user, connection) -> bool:
+    return connection is None or selectors.scope(user).covers(connection.pk, OPERATOR)
 
 
 class VisibleOnly:
@@ -69,6 +75,13 @@ class ConnectionForm(forms.ModelForm):
 class ConnectionAdmin(VisibleOnly, admin.ModelAdmin):
     connection_field = "pk"
     form = ConnectionForm
+
+    # Changing or deleting a connection takes an operator's reach on it (a viewer grant only reads it).
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and _operates(request.user, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and _operates(request.user, obj)
     list_display = ["name", "slug", "base_url", "api_key_hint", "enabled", "last_success_at", "consecutive_failures"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [

@@ -58,6 +58,11 @@ class Scope:
         ceiling = self.everywhere if connection_id is None else self.ceiling(connection_id)
         return _RANK[ceiling] >= _RANK[role]
 
+    def within(self, other: "Scope") -> bool:
+        """Everything this scope allows, `other` allows too (so its holder may manage this one's)."""
+        return _RANK[self.everywhere] <= _RANK[other.everywhere] and all(
+            other.covers(connection_id, role) for connection_id, role in self.grants.items())
+
 
 UNLIMITED = Scope(everywhere=OPERATOR)
 

@@ -93,8 +93,12 @@ def remove_member(*, team: Team, user, by=None) -> bool:
 
 @transaction.atomic
 def delete_team(*, team: Team, by=None) -> None:
-    """Deleting a team revokes its grants (each audited) and ends its members' access through it."""
+    """Deleting a team revokes its grants (each audited) and ends its members' access through it. Only a
+    superuser deletes the last team: with no team at all, every role sees every connection again."""
     _require_manage(by, team)
+    if by is not None and not by.is_superuser and not Team.objects.exclude(pk=team.pk).exists():
+        raise PermissionDenied("Only a superuser may delete the last team: without teams, everyone sees every "
+                               "connection.")
     for grant in team.grants.select_related("connection"):
         revoke_access(team=team, connection=grant.connection, by=by)
     team.delete()

@@ -146,3 +146,51 @@ def test_a_team_members_list_reads_their_grants_in_one_query(client, login, batc
     client.get("/?status=validating&q=batch")  # fills the status-count cache
     with django_assert_max_num_queries(9):  # as without teams (tests/test_batch_list.py)
         client.get("/?status=validating&q=batch")
+
+
+# ----- review: ways out of a team ------------------------------------------------------------------------
+def _red_admin(client, login, two_teams):
+    admin_user = login("admin", team="Red", username="red-admin")
+    return admin_user
+
+
+def test_an_admin_cannot_reset_the_password_of_a_user_beyond_their_teams(client, login, batches, two_teams,
+                                                                           django_user_model):
+    """Today a Red Admin resets a Blue Operator's password, then logs in as them and sees Blue's batches."""
+    from teams.models import Team
+
+    blue = django_user_model.objects.create_user("blue-op", password="old-password-123")
+    Team.objects.get(name="Blue").members.add(blue)
+    _red_admin(client, login, two_teams)
+    response = client.post(f"/admin/auth/user/{blue.pk}/password/",
+                           {"password1": "taken-over-123!", "password2": "taken-over-123!", "usable_password": "true"})
+    assert response.status_code == 403
+    assert not django_user_model.objects.get(pk=blue.pk).check_password("taken-over-123!")
+
+
+def test_an_admin_cannot_delete_the_last_team(client, login, batches, two_teams):
+    """Today deleting the last team silently gives every user every connection."""
+    from teams.models import Team
+
+    Team.objects.exclude(name="Red").delete()
+    _red_admin(client, login, two_teams)
+    red = Team.objects.get(name="Red")
+    client.post(f"/admin/teams/team/{red.pk}/delete/", {"post": "yes"})
+    assert Team.objects.filter(pk=red.pk).exists()
+
+
+def test_an_admin_with_a_viewer_grant_cannot_delete_or_change_the_connection(client, login, two_teams):
+    """Today a viewer grant lets an Admin delete the connection (or re-key and repoint it)."""
+    from batches.models import Connection
+    from teams.models import TeamGrant
+
+    red, _ = two_teams
+    watched = Connection(name="Watched", slug="watched", base_url="http://127.0.0.1:9/v1")
+    watched.set_api_key("sk-watched-1234")
+    watched.save()
+    TeamGrant.objects.create(team=red, connection=watched, role="viewer")
+    _red_admin(client, login, two_teams)
+    assert client.post(f"/admin/batches/connection/{watched.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Connection.objects.filter(pk=watched.pk).exists()
+    page = client.get(f"/admin/batches/connection/{watched.pk}/change/")
+    assert page.status_code == 200 and 'name="api_key"' not in page.content.decode()  # read-only
