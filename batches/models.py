@@ -177,7 +177,7 @@ class Connection(models.Model):
     @property
     def is_importing(self) -> bool:
         """The first full read of the list is under way (spread over cycles by SYNC_CYCLE_BUDGET_SECONDS)."""
-        return self.last_full_walk_at is None and self.last_success_at is not None
+        return self.last_full_walk_at is None and (self.last_success_at is not None or bool(self.walk_cursor))
 
     def is_stale(self, now=None) -> bool:
         """Overdue: the last success is older than the interval it scheduled, plus SYNC_STALE_GRACE_SECONDS."""
@@ -197,7 +197,7 @@ class Connection(models.Model):
         if self.is_failing:
             return "failing"
         if self.last_success_at is None:
-            return "pending"
+            return "importing" if self.is_importing else "pending"  # a long first cycle saves pages as it goes
         if self.is_stale(now):
             return "stale"
         if self.is_importing:

@@ -17,7 +17,8 @@ def sync_due_connections() -> None:
         sync_connection.delay(connection_id)
 
 
-@shared_task(ignore_result=True, acks_late=True, **_LIMITS, **_DB_RETRY)
+# A sync waiting in the queue longer than a lease is dropped: beat claims the connection again by then.
+@shared_task(ignore_result=True, acks_late=True, expires=settings.SYNC_LEASE_SECONDS, **_LIMITS, **_DB_RETRY)
 def sync_connection(connection_id: int, full: bool = False) -> str:
     return sync.sync_connection(connection_id=connection_id, full=full).summary()
 
