@@ -146,7 +146,7 @@ def test_a_team_viewer_sees_only_their_batches_and_the_other_teams_batch_is_not_
     with sync_playwright() as playwright:
         browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        _log_in(page, base, "rita")
+        log_in(page, base, "rita")
         expect(page.locator("table.batches tbody tr")).to_have_count(3)
         expect(page.locator("table.batches")).not_to_contain_text("blue team job")
         assert page.locator("select[name=connection] option").all_inner_texts() == ["all", "Simulator"]
