@@ -158,11 +158,16 @@ def batch_fields(payload) -> dict:
 
 
 def search_text(fields: dict) -> str:
-    """What the list's free-text filter searches: ids, file ids and metadata values, lower-cased."""
+    """What the list's search matches, lower-cased, one item a line: ids and file ids, the model, validation
+    error codes, and each metadata value both alone and as `key:value` (so `team:growth` finds one field).
+    One indexed column serves every kind of search (trigram-indexed on PostgreSQL)."""
     metadata = fields.get("metadata")
-    values = [str(v) for v in metadata.values()] if isinstance(metadata, dict) else []
-    parts = [fields.get(name) or "" for name in ("batch_id", "input_file_id", "output_file_id", "error_file_id")]
-    return "\n".join(part for part in parts + values if part).lower()[:20000]
+    pairs = metadata.items() if isinstance(metadata, dict) else []
+    values = [str(v) for _, v in pairs] + [f"{k}:{v}" for k, v in pairs]
+    codes = [e.get("code") or "" for e in fields.get("errors") or [] if isinstance(e, dict)]
+    parts = [fields.get(name) or "" for name in ("batch_id", "input_file_id", "output_file_id", "error_file_id",
+                                                  "model")]
+    return "\n".join(part for part in parts + codes + values if part).lower()[:20000]
 
 
 def visible_state(source) -> tuple:

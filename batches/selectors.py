@@ -24,8 +24,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.db import connection as db
 from django.db.models import (Case, DateTimeField, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet,
-                              Subquery, TextField, Value, When)
-from django.db.models.fields.json import KeyTextTransform
+                              Subquery, Value, When)
 from django.db.models.functions import Cast, NullIf
 
 from teams.models import OPERATOR, VIEWER, Team
@@ -211,22 +210,10 @@ def filtered_batches(filters: dict, user):
     if filters.get("created_to"):
         batches = batches.filter(created_at__lt=_day_start(filters["created_to"]) + timedelta(days=1))
     if filters.get("q") and filters["q"].strip():
-        batches = batches.filter(_search(filters["q"].strip()))
+        # ids, file ids, the model, validation error codes, metadata values and `key:value` (payload.search_text)
+        batches = batches.filter(search_text__contains=filters["q"].strip().lower())
     sort = filters.get("sort") or DEFAULT_SORT
     return batches.order_by(*(COMPUTED_SORTS[sort] if sort in COMPUTED_SORTS else _order(SORTS[sort])))
-
-
-def _search(text: str) -> Q:
-    """Ids, file ids and metadata values (the search index); a model by name; a validation error code; and
-    `key:value` for one metadata field."""
-    condition = Q(search_text__contains=text.lower()) | Q(model__iexact=text)
-    condition |= Q(pk__in=Batch.objects.alias(errors_text=Cast("errors", TextField())).filter(
-        errors_text__icontains=json.dumps({"code": text})[1:-1]).values("pk"))
-    key, colon, value = text.partition(":")
-    if colon and key.strip() and value.strip():
-        condition |= Q(pk__in=Batch.objects.alias(field=KeyTextTransform(key.strip(), "metadata")).filter(
-            field__iexact=value.strip()).values("pk"))
-    return condition
 
 
 def _order(keys) -> list:

@@ -232,10 +232,10 @@ def _deep_url(client, query: str, size: int) -> str:
 
 
 def list_rows(client, settings, changes, rounds: int) -> list[tuple]:
-    from batches.selectors import DEFAULT_SORT, SORTS
+    from batches.selectors import DEFAULT_SORT, SORT_LABELS
 
     # Every sort the list offers, first and deep pages.
-    sorts = [f"?sort={name}" for name in SORTS if name != DEFAULT_SORT]
+    sorts = [f"?sort={name}" for name in SORT_LABELS if name != DEFAULT_SORT]
     samples = {}  # (label, size) -> {"warm": [...], "change": [...], "queries": n}
     for size in PAGE_SIZES:
         settings.LIST_PAGE_SIZE = size
