@@ -298,6 +298,9 @@ def batch_cancel(request, slug: str, batch_id: str):
     if not can["cancel"]:
         raise PermissionDenied
     if request.method == "GET":  # the confirmation step
+        if not batch.is_cancellable and not request.htmx:  # a tab opened on a batch that finished meanwhile
+            messages.info(request, f"This batch is {batch.status.replace('_', ' ')}: there is nothing to cancel.")
+            return redirect("batch-detail", batch.connection.slug, batch.batch_id)
         template = "batches/cancel.html#cancel-confirm" if request.htmx else "batches/cancel.html"
         return render(request, template, {"batch": batch})
     return _after_action(request, batch, can, actions.cancel(batch=batch, user=request.user))

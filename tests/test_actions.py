@@ -92,3 +92,15 @@ def test_refresh_with_an_unreadable_key_says_to_enter_it_again(client, operator,
     assert lost_key in page and "the connection&#x27;s page in the admin" in page
     event = synced_batch.audit_events.get()
     assert (event.action, event.ok) == ("refresh", False) and lost_key in event.result
+
+
+def test_the_cancel_page_opened_alone_posts_plainly_and_refuses_a_finished_batch(client, login, synced_batch):
+    """The confirmation opened in its own tab: its form must post without the batch page around it."""
+    login("operator")
+    url = f"/batches/sim/{synced_batch.batch_id}/cancel/"
+    page = client.get(url).content.decode()
+    assert 'method="post"' in page and "hx-post" not in page
+    assert 'hx-post' in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    type(synced_batch).objects.filter(pk=synced_batch.pk).update(status="cancelled")
+    response = client.get(url)
+    assert response.status_code == 302 and response["Location"].endswith(f"/{synced_batch.batch_id}/")
