@@ -22,6 +22,10 @@ def watched(live_server, settings, login, synced_batch, browser):
     page.goto(f"{live_server.url}/batches/sim/{synced_batch.batch_id}/")
     expect(page.locator("#batch-status")).to_have_text("in progress")
     page.evaluate("window.notReloaded = true")
+    # Start right after a poll has come back and settled, so a loaded machine does not put a swap of the
+    # live region in the middle of a keystroke (a click then in flight would follow the link's plain href).
+    page.wait_for_event("response", predicate=lambda r: "?v=" in r.url, timeout=15000)
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
     yield page, errors
     assert page.evaluate("window.notReloaded === true"), "the page reloaded"
     page.context.close()
@@ -36,7 +40,7 @@ def test_the_cancel_panel_takes_focus_closes_on_escape_and_after_confirming(watc
     page.focus("#cancel-batch")
     page.keyboard.press("Enter")
     expect(page.locator("#cancel-confirm")).to_be_visible()
-    assert page.evaluate("document.getElementById('action-panel').contains(document.activeElement)")
+    page.wait_for_function("() => document.getElementById('action-panel').contains(document.activeElement)")
     page.keyboard.press("Escape")
     expect(page.locator("#cancel-confirm")).to_have_count(0)
     assert _focused_id(page) == "cancel-batch"

@@ -102,7 +102,9 @@
         opener = document.activeElement;
       }
     });
-    document.body.addEventListener("htmx:afterSwap", function (event) {
+    // After settling, not after the swap: by then htmx has wired the panel's form, so an Enter pressed as soon
+    // as the focus lands posts through htmx instead of submitting the plain form.
+    document.body.addEventListener("htmx:afterSettle", function (event) {
       if (event.detail.target.id !== "action-panel") return;
       var dialog = event.detail.target.querySelector("[data-panel]");
       if (dialog) {
