@@ -147,6 +147,7 @@ def test_filter_open_cancel_and_download_by_keyboard(site, browser, synced_batch
     expect(page.locator("#batch-status")).to_have_text("cancelling")
     # the live parts follow the cancel; press Enter on the link as it is once they have settled
     page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+    expect(page.locator("#download-input")).to_be_visible()
     with page.expect_download() as download:
         page.locator("#download-input").press("Enter")
     assert download.value.suggested_filename == f"{simulator_batch}_input.jsonl"
