@@ -15,6 +15,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def watched(live_server, settings, login, synced_batch, browser):
     """An Operator's page on an in-progress batch, polling every second; console errors collected."""
+    from django.core.cache import cache
+
+    cache.clear()  # the database cache is no model table: earlier tests' entries (stream slots) outlive them
     settings.LIVE_POLL_SECONDS = 1
     login("operator")
     page, errors = open_page(browser, permissions=["clipboard-read", "clipboard-write"])

@@ -27,6 +27,9 @@ def stack(live_server, settings, login, monkeypatch):
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright's sync API
 
+    from django.core.cache import cache
+
+    cache.clear()  # the database cache is no model table: earlier tests' entries (stream slots) outlive them
     settings.LIVE_POLL_SECONDS = 1
     simulator = Simulator(seed=5, speed=100)
     simulator.populate(historical=30)
