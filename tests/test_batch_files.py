@@ -115,7 +115,8 @@ def test_a_slow_error_file_is_summarised_as_far_as_it_came_within_the_scan_deadl
     read_batch_files(failed_batch.pk)
     assert time.monotonic() - started < 2
     page = _panel(client, failed_batch)
-    assert re.search(r"[1-9][\d,]* lines? read, <strong>stopped after [\d.]+ KB</strong>: the answer took longer "
+    # how far it came depends on the machine's load: bytes or kilobytes
+    assert re.search(r"[1-9][\d,]* lines? read, <strong>stopped after [\d.]+ K?B</strong>: the answer took longer "
                      r"than 1s; cut off, counts cover the part read", page), page
 
 
