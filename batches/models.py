@@ -272,6 +272,8 @@ class Batch(models.Model):
             ("cancel_batch", "Can cancel a batch"),
             ("download_batch_file", "Can download a batch's input, output and error files"),
             ("refresh_batch", "Can re-sync a batch now"),
+            ("view_request_content", "Can see what requests asked and answered: bodies, previews, error "
+             "messages, and the files"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["connection", "batch_id"], name="batch_unique_per_connection"),
@@ -528,3 +530,91 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AuditTrailIsAppendOnly("audit events are never deleted")
+
+
+# ----- archive and request index (batches/archive.py, batches/results.py) ------------------------------------
+class ArchivedFile(models.Model):
+    """A copy of one of a batch's files in Batchboard's own storage (STORAGES["archive"]), and how far the
+    request index has read it. One row per batch and file kind, made when the batch is archived."""
+
+    PENDING, STORED, FAILED, REMOVED, GONE = "pending", "stored", "failed", "removed", "gone"
+    STATES = [(PENDING, "waiting to be copied"), (STORED, "stored"), (FAILED, "copy failed"),
+              (REMOVED, "removed by ARCHIVE_RETENTION_DAYS"), (GONE, "deleted by the API before it was copied")]
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="archived_files")
+    kind = models.CharField(max_length=8, choices=[(kind, kind) for kind in FILE_KINDS])
+    file_id = models.CharField(max_length=255)
+    state = models.CharField(max_length=8, choices=STATES, default=PENDING)
+    # The object's name in the archive storage: derived from a hash, never from an API id.
+    name = models.CharField(max_length=255, blank=True)
+    bytes = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    stored_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    # The request index's progress through this file: it resumes at indexed_bytes after a killed worker.
+    indexed_bytes = models.BigIntegerField(default=0)
+    indexed_lines = models.BigIntegerField(default=0)
+    malformed_lines = models.BigIntegerField(default=0)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "kind"], name="archived_file_unique_kind")]
+        indexes = [
+            # the archive loop: copies due now (new ones and retries after their backoff)
+            models.Index(fields=["next_attempt_at"], condition=models.Q(state__in=["pending", "failed"]),
+                         name="archived_file_due"),
+            # ARCHIVE_RETENTION_DAYS: stored copies older than the cutoff
+            models.Index(fields=["stored_at"], condition=models.Q(state="stored"), name="archived_file_stored"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} {self.kind}"
+
+
+class RequestOutcome(models.IntegerChoices):
+    SUCCEEDED = 1, "succeeded"
+    FAILED = 2, "failed"
+    EXPIRED = 3, "expired"
+    CANCELLED = 4, "cancelled"
+    NOT_RUN = 5, "not run"
+
+
+class BatchRequest(models.Model):
+    """One request of an archived batch, indexed from its input, output and error files: what happened to it,
+    a short preview, and where its lines are in the archived files (a ranged read gives the full bodies).
+    Kept small (< 300 bytes a row with its indexes): no surrogate id, the outcome as a small integer, the
+    model only when it differs from the batch's."""
+
+    pk = models.CompositePrimaryKey("batch", "custom_id")
+    # no index of its own: the primary key's (batch, custom_id) serves every lookup by batch
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="requests", db_index=False)
+    custom_id = models.TextField()
+    outcome = models.PositiveSmallIntegerField(choices=RequestOutcome.choices)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    input_tokens = models.IntegerField(null=True, blank=True)
+    output_tokens = models.IntegerField(null=True, blank=True)
+    total_tokens = models.IntegerField(null=True, blank=True)
+    # The answer's text (chat, responses), "vector of N" (embeddings), or the error message; <= 120 characters.
+    preview = models.CharField(max_length=120, blank=True)
+    input_offset = models.BigIntegerField(null=True, blank=True)
+    input_length = models.IntegerField(null=True, blank=True)
+    # The output or error line: which file says result_in_error_file.
+    result_offset = models.BigIntegerField(null=True, blank=True)
+    result_length = models.IntegerField(null=True, blank=True)
+    result_in_error_file = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # the batch list's "batches with request error code X", and the explorer's error-code filter
+            models.Index(fields=["error_code", "batch"], condition=~models.Q(error_code=""),
+                         name="batch_request_error_code"),
+        ]
+
+    def __str__(self) -> str:
+        return self.custom_id

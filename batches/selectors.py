@@ -33,7 +33,7 @@ from .models import ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, AuditEvent, Bat
 
 # What a user may do with a batch, and the permission their role must hold for it.
 ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
-           "refresh": "refresh_batch"}
+           "refresh": "refresh_batch", "content": "view_request_content"}
 CEILING_ACTIONS = {VIEWER: {"view"}, OPERATOR: set(ACTIONS)}
 _RANK = {None: 0, VIEWER: 1, OPERATOR: 2}
 
@@ -113,7 +113,9 @@ def effective_actions(actions: set[str], ceiling: str | None) -> set[str]:
 def rights(user, connection: Connection) -> dict[str, bool]:
     """What the user may do on this connection's batches: their role's actions capped by their best grant."""
     allowed = effective_actions(role_actions(user), scope(user).ceiling(connection.pk))
-    return {action: action in allowed for action in ACTIONS}
+    can = {action: action in allowed for action in ACTIONS}
+    can["download"] = can["download"] and can["content"]  # a file is what its requests asked and answered
+    return can
 
 
 def visible_connection_ids(user) -> list[int] | None:

@@ -314,6 +314,37 @@ HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
 HEALTHZ_STALE_IS_ERROR = env_bool("HEALTHZ_STALE_IS_ERROR", False)
 HEALTHZ_BROKER_TIMEOUT = env_number("HEALTHZ_BROKER_TIMEOUT", 2.0, minimum=0.1, cast=float)
 
+# The archive (batches/archive.py): copies of finished batches' files, kept after the API deletes them.
+# ARCHIVE_FILES: "all" (retries need the inputs), "results" (output and error files) or "none".
+ARCHIVE_FILES = os.environ.get("ARCHIVE_FILES", "all").strip().lower()
+if ARCHIVE_FILES not in ("all", "results", "none"):
+    raise ImproperlyConfigured(f"ARCHIVE_FILES must be all, results or none, got {ARCHIVE_FILES!r}")
+# Batches that finished before Batchboard saw them are archived only if they finished within this many days.
+ARCHIVE_BACKFILL_DAYS = env_number("ARCHIVE_BACKFILL_DAYS", 0, cast=float)
+# Copies older than this are removed (0 keeps them forever); their index rows stay, marked "body expired".
+ARCHIVE_RETENTION_DAYS = env_number("ARCHIVE_RETENTION_DAYS", 0, cast=float)
+ARCHIVE_ROOT = Path(os.environ.get("ARCHIVE_ROOT", VAR_DIR / "archive"))
+# With ARCHIVE_S3_BUCKET the archive is that S3-compatible bucket (django-storages); credentials from the
+# environment only, and files reach browsers through Django, never by a public or pre-signed URL.
+ARCHIVE_S3_BUCKET = os.environ.get("ARCHIVE_S3_BUCKET", "")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "archive": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": ARCHIVE_ROOT, "directory_permissions_mode": 0o700,
+                            "file_permissions_mode": 0o600}},
+}
+if ARCHIVE_S3_BUCKET:
+    STORAGES["archive"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": ARCHIVE_S3_BUCKET,
+        "endpoint_url": os.environ.get("ARCHIVE_S3_ENDPOINT_URL") or None,
+        "region_name": os.environ.get("ARCHIVE_S3_REGION") or None,
+        "access_key": os.environ.get("ARCHIVE_S3_ACCESS_KEY_ID") or None,
+        "secret_key": os.environ.get("ARCHIVE_S3_SECRET_ACCESS_KEY") or None,
+        "location": os.environ.get("ARCHIVE_S3_PREFIX", "").strip("/"),
+        "default_acl": None, "querystring_auth": True, "file_overwrite": True,
+    }}
+
 # Snapshots of terminal batches older than this are thinned (status changes are always kept).
 SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 
