@@ -218,6 +218,19 @@ class Connection(models.Model):
         return BatchCount.objects.filter(connection=self).aggregate(n=models.Sum("n"))["n"] or 0
 
 
+def sort_columns(fields: dict) -> dict:
+    """A batch's stored sort keys, from its field values: whether it is still running, and how much of it is
+    done in thousandths. A batch with no known request total is 0 done while it runs and 1000 once it ended
+    (nothing is left to do), so "least done first" starts with the running batches furthest behind."""
+    in_flight = fields["status"] in ACTIVE_STATUSES
+    total, completed, failed = fields["total_requests"], fields["completed_requests"], fields["failed_requests"]
+    if total > 0:
+        done = min(1000, (1000 * (max(completed, 0) + max(failed, 0)) + total // 2) // total)  # as migration 0014
+    else:
+        done = 0 if in_flight else 1000
+    return {"in_flight": in_flight, "done_permille": done}
+
+
 class Batch(models.Model):
     """The last known state of one batch of one connection, with one column per field of the API's Batch."""
 
@@ -257,6 +270,10 @@ class Batch(models.Model):
     raw = models.JSONField(default=dict)
     # Lower-cased ids and metadata values for the list's free-text filter (trigram-indexed on PostgreSQL).
     search_text = models.TextField(blank=True, editable=False)
+    # The list's "active first" and progress sorts as stored columns (sort_columns, kept by store.py and save()), so that they page
+    # by index like the others instead of sorting every row by a computed value.
+    in_flight = models.BooleanField(default=False, editable=False)
+    done_permille = models.PositiveSmallIntegerField(default=0, editable=False)
 
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_synced_at = models.DateTimeField(default=timezone.now)
@@ -294,6 +311,12 @@ class Batch(models.Model):
             # (PostgreSQL also gets a NULLS LAST variant in migration 0004; SQLite sorts NULLs last anyway)
             models.Index(fields=["-total_tokens", "-id"], name="batch_most_tokens"),
             models.Index(fields=["-total_requests", "-id"], name="batch_most_requests"),
+            # the list sorted by status Z–A (status A–Z reads batch_status_newest)
+            models.Index(fields=["-status", "-created_at", "-id"], name="batch_status_z_a"),
+            # the list sorted "active first"
+            models.Index(fields=["-in_flight", "-created_at", "-id"], name="batch_active_first"),
+            # the list sorted by progress, either way
+            models.Index(fields=["done_permille", "id"], name="batch_done"),
             # the list filtered by "completed, all failed", newest first
             models.Index(fields=["-created_at", "-id"], condition=ALL_FAILED, name="batch_all_failed_newest"),
             # retention: finished batches whose last change crossed the cutoff since its previous run
@@ -303,6 +326,13 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return self.batch_id
+
+    def save(self, *args, **kwargs):
+        for name, value in sort_columns(vars(self)).items():
+            setattr(self, name, value)
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "in_flight", "done_permille"}
+        super().save(*args, **kwargs)
 
     @property
     def is_known_status(self) -> bool:

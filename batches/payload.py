@@ -157,6 +157,7 @@ def batch_fields(payload) -> dict:
     return fields
 
 
+
 def search_text(fields: dict) -> str:
     """What the list's search matches, lower-cased, one item a line: ids and file ids, the model, validation
     error codes, and each metadata value both alone and as `key:value` (so `team:growth` finds one field).

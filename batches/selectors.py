@@ -23,9 +23,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection as db
-from django.db.models import (Case, DateTimeField, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet,
-                              Subquery, Value, When)
-from django.db.models.functions import Cast, NullIf
+from django.db.models import BooleanField, DateTimeField, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
 
 from teams.models import OPERATOR, VIEWER, Team
 
@@ -158,7 +156,7 @@ class Key(NamedTuple):
 
 
 # Each sort's columns, ending with a unique one that is never NULL, so that a row's values in them say
-# exactly where it stands.
+# exactly where it stands; each sort has an index on them (batches/models.py).
 SORTS = {
     "-created": (Key("created_at", True), Key("id", True)),
     "created": (Key("created_at"), Key("id")),
@@ -168,14 +166,10 @@ SORTS = {
     "tokens": (Key("total_tokens", nulls_last=True), Key("id")),
     "-requests": (Key("total_requests", True), Key("id", True)),
     "requests": (Key("total_requests"), Key("id")),
-}
-# Sorts by a computed value: paged by OFFSET (their links carry page numbers, not row positions).
-_DONE_SHARE = Cast(F("completed_requests") + F("failed_requests"), FloatField()) / NullIf(F("total_requests"), 0)
-_ACTIVE_FIRST = Case(When(status__in=ACTIVE_STATUSES, then=Value(0)), default=Value(1))
-COMPUTED_SORTS = {
-    "active": (_ACTIVE_FIRST.asc(), F("created_at").desc(), F("id").desc()),
-    "-progress": (_DONE_SHARE.desc(nulls_last=True), F("id").desc()),
-    "progress": (_DONE_SHARE.asc(nulls_last=True), F("id").asc()),
+    # stored by store.py (models.sort_columns): running batches first, then by progress
+    "active": (Key("in_flight", True), Key("created_at", True), Key("id", True)),
+    "-progress": (Key("done_permille", True), Key("id", True)),
+    "progress": (Key("done_permille"), Key("id")),
 }
 SORT_LABELS = {"-created": "newest first", "created": "oldest first", "active": "active first",
                "status": "status A–Z", "-status": "status Z–A", "-progress": "most done first",
@@ -215,7 +209,7 @@ def filtered_batches(filters: dict, user):
         # ids, file ids, the model, validation error codes, metadata values and `key:value` (payload.search_text)
         batches = batches.filter(search_text__contains=filters["q"].strip().lower())
     sort = filters.get("sort") or DEFAULT_SORT
-    return batches.order_by(*(COMPUTED_SORTS[sort] if sort in COMPUTED_SORTS else _order(SORTS[sort])))
+    return batches.order_by(*_order(SORTS[sort]))
 
 
 def _order(keys) -> list:
@@ -291,8 +285,8 @@ def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact:
     (or precedes), the rows are read from that row on through the sort's index, whatever the depth;
     without one (a page number typed or shared without its cursor), by OFFSET. Either way the page's
     links carry cursors."""
-    keys = SORTS.get(sort)  # None: a computed sort, paged by number
-    values = _values(after or before, keys) if keys and (after or before) else None
+    keys = SORTS[sort]
+    values = _values(after or before, keys) if after or before else None
     rows = []
     if values is not None and after:
         rows = _rows_after(batches, keys, values, size + 1)
@@ -316,10 +310,10 @@ def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact:
 def _with_links(page: ListPage, keys, *, has_next: bool, has_previous: bool) -> ListPage:
     if has_next and page.rows:
         following = {"page": page.number + 1}
-        page.next_query = urlencode({**following, "after": _cursor(page.rows[-1], keys)} if keys else following)
+        page.next_query = urlencode({**following, "after": _cursor(page.rows[-1], keys)})
     if has_previous and page.rows:
         previous = {"page": page.number - 1}
-        if keys and page.number > 2:
+        if page.number > 2:
             previous["before"] = _cursor(page.rows[0], keys)
         page.previous_query = urlencode(previous)
     return page
@@ -391,6 +385,9 @@ def _values(cursor: str, keys) -> list | None:
             try:
                 values[index] = datetime.fromisoformat(value).astimezone(dt_timezone.utc)
             except (TypeError, ValueError, OverflowError):  # naive ones are taken as local time: no harm
+                return None
+        elif isinstance(field, BooleanField):
+            if type(value) is not bool:
                 return None
         elif isinstance(field, IntegerField):
             if type(value) is not int or not -2**63 <= value < 2**63:

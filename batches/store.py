@@ -12,7 +12,7 @@ from django.db.models import BooleanField, Case, Count, F, Value, When
 from django.utils import timezone
 
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
-                     BatchTransition, Connection)
+                     BatchTransition, Connection, sort_columns)
 from .payload import VISIBLE_FIELDS, batch_fields, visible_state
 
 # Batch.all_requests_failed in SQL.
@@ -32,6 +32,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
     """store_batch() for a payload already parsed by batch_fields(). `known` maps batch ids to rows the
     caller already loaded (a whole page in one query), so an unchanged batch costs no query at all."""
     observed_at = observed_at or timezone.now()
+    fields = {**fields, **sort_columns(fields)}
     preloaded = (known or {}).get(fields["batch_id"])
     for attempt in range(5):
         if attempt == 0 and preloaded is not None:
@@ -90,7 +91,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
     """
     rows = [
         Batch(connection=connection, first_seen_at=observed_at, last_synced_at=observed_at,
-              last_changed_at=observed_at, version=1, **fields)
+              last_changed_at=observed_at, version=1, **fields, **sort_columns(fields))
         for fields in field_list
     ]
     try:

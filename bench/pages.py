@@ -106,7 +106,7 @@ def generate(args) -> tuple:
         output_file_id, error_file_id, completion_window, created_at, in_progress_at, expires_at,
         total_requests, completed_requests, failed_requests, input_tokens, cached_tokens, output_tokens,
         reasoning_tokens, total_tokens, errors, metadata, raw, search_text, first_seen_at, last_synced_at,
-        last_changed_at, version)
+        last_changed_at, version, in_flight, done_permille)
     SELECT CASE i %% 3 WHEN 0 THEN %(c0)s WHEN 1 THEN %(c1)s ELSE %(c2)s END, batch_id,
         CASE WHEN model LIKE 'text-%%' THEN '/v1/embeddings' ELSE '/v1/chat/completions' END, model, status,
         'file-in-' || i, '', '', '24h', {at("offset_s")}, {at("offset_s + 60")}, {at("offset_s + 86400")},
@@ -114,7 +114,8 @@ def generate(args) -> tuple:
         CASE WHEN all_failed AND status = 'completed' THEN done ELSE done / 30 END,
         done * 500, 0, done * 200, 0, done * 700, {json("'[]'")}, {metadata}, {raw},
         lower(batch_id || ' file-in-' || i || ' ' || name), {at("offset_s")}, {at("offset_s + 86400")},
-        {at("offset_s + 86400")}, %(versions)s
+        {at("offset_s + 86400")}, %(versions)s, status IN ('validating', 'in_progress', 'finalizing', 'cancelling'),
+        CASE WHEN status = 'completed' THEN 1000 ELSE (1000 * done + total / 2) / total END
     FROM d"""
     # Versions 1..k of every batch. Their status changes at every version (validating, then in_progress
     # and finalizing by turns, the batch's own status last), so retention finds nothing to thin: the steady

@@ -68,3 +68,34 @@ def test_a_batch_seen_again_is_no_longer_marked_missing(connection):
     assert Batch.objects.get().missing_since is not None
     store_batch(connection, payloads.IN_PROGRESS)
     assert Batch.objects.get().missing_since is None
+
+
+def test_the_stored_sort_columns_follow_every_change(connection):
+    batch, _ = store_batch(connection, payloads.batch(status="validating", request_counts={"total": 0}))
+    assert (batch.in_flight, batch.done_permille) == (True, 0)
+    batch, _ = store_batch(connection, payloads.batch(status="in_progress",
+                                                      request_counts={"total": 3, "completed": 1, "failed": 1}))
+    assert (batch.in_flight, batch.done_permille) == (True, 667)
+    batch, _ = store_batch(connection, payloads.batch(status="failed", request_counts={"total": 0}))
+    assert (batch.in_flight, batch.done_permille) == (False, 1000)
+
+
+def test_migration_0014_fills_the_sort_columns_as_the_store_does(connection):
+    import importlib
+
+    from django.apps import apps
+
+    from batches.models import sort_columns
+
+    shapes = [("validating", 0, 0, 0), ("in_progress", 3, 1, 1), ("in_progress", 7, 2, 0), ("finalizing", 8, 1, 0),
+              ("completed", 0, 0, 0), ("completed", 10, -5, 20), ("cancelling", 1000, 999, 0), ("paused", 0, 0, 0),
+              ("expired", 2**40, 2**39, 1)]
+    for i, (status, total, completed, failed) in enumerate(shapes):
+        store_batch(connection, payloads.batch(id=f"batch_{i}", status=status, request_counts={
+            "total": total, "completed": completed, "failed": failed}))
+    expected = {b.batch_id: sort_columns(vars(b)) for b in Batch.objects.all()}
+    Batch.objects.update(in_flight=False, done_permille=12)
+    importlib.import_module("batches.migrations.0014_stored_sorts").fill_sort_columns(apps, None)
+    assert {b.batch_id: {"in_flight": b.in_flight, "done_permille": b.done_permille}
+            for b in Batch.objects.all()} == expected
+    assert expected["batch_1"] == {"in_flight": True, "done_permille": 667}  # half rounds up, either way
