@@ -148,11 +148,14 @@ def visible_audit_events(user, events: QuerySet[AuditEvent] | None = None) -> Qu
 
 # ----- the batch list ------------------------------------------------------------------------------
 class Key(NamedTuple):
-    """One column of a sort order; `nulls_last` None leaves NULLs where the database puts them."""
+    """One column of a sort order; `nulls_last` None leaves NULLs where the database puts them. `few` marks a
+    column with few distinct values, each shared by many rows (a status): a page never reads on from inside
+    one of its values by a bound on that column alone (see _ranges)."""
 
     field: str
     descending: bool = False
     nulls_last: bool | None = None
+    few: bool = False
 
 
 # Each sort's columns, ending with a unique one that is never NULL, so that a row's values in them say
@@ -160,16 +163,16 @@ class Key(NamedTuple):
 SORTS = {
     "-created": (Key("created_at", True), Key("id", True)),
     "created": (Key("created_at"), Key("id")),
-    "status": (Key("status"), Key("created_at", True), Key("id", True)),
-    "-status": (Key("status", True), Key("created_at", True), Key("id", True)),
+    "status": (Key("status", few=True), Key("created_at", True), Key("id", True)),
+    "-status": (Key("status", True, few=True), Key("created_at", True), Key("id", True)),
     "-tokens": (Key("total_tokens", True, nulls_last=True), Key("id", True)),
     "tokens": (Key("total_tokens", nulls_last=True), Key("id")),
     "-requests": (Key("total_requests", True), Key("id", True)),
     "requests": (Key("total_requests"), Key("id")),
     # stored by store.py (models.sort_columns): running batches first, then by progress
-    "active": (Key("in_flight", True), Key("created_at", True), Key("id", True)),
-    "-progress": (Key("done_permille", True), Key("id", True)),
-    "progress": (Key("done_permille"), Key("id")),
+    "active": (Key("in_flight", True, few=True), Key("created_at", True), Key("id", True)),
+    "-progress": (Key("done_permille", True, few=True), Key("id", True)),
+    "progress": (Key("done_permille", few=True), Key("id")),
 }
 SORT_LABELS = {"-created": "newest first", "created": "oldest first", "active": "active first",
                "status": "status A–Z", "-status": "status Z–A", "-progress": "most done first",
@@ -335,14 +338,16 @@ def _nulls_last(key: Key) -> bool:
 
 
 def _reversed(key: Key) -> Key:
-    return Key(key.field, not key.descending, not _nulls_last(key))
+    return Key(key.field, not key.descending, not _nulls_last(key), key.few)
 
 
 def _ranges(keys, values) -> list[Q]:
     """The rows after `values` in the order of `keys`, as consecutive ranges in that order, each one a
     range of an index on `keys`: equal leading columns, then a bound on one run of columns sorted the
     same way. Usually one range; a second one when a page crosses from one status to the next, or into
-    the rows whose sort column is NULL."""
+    the rows whose sort column is NULL. A `few` column is never part of a bound on the columns after it:
+    `status <= 'b' AND (status < 'b' OR created_at < t)` reads every 'b' row before t in the index, where
+    `status = 'b' AND created_at < t` starts at t (and the rows after 'b' are a second range)."""
     parts = []  # [first column, condition on the columns from there, could take in the column before]
     for j in reversed(range(len(keys))):
         key, value = keys[j], values[j]
@@ -351,7 +356,8 @@ def _ranges(keys, values) -> list[Q]:
                 parts.append([j, Q(**{f"{key.field}__isnull": False}), False])
             continue
         after = Q(**{f"{key.field}__{'lt' if key.descending else 'gt'}": value})
-        if parts and parts[-1][2] and parts[-1][0] == j + 1 and keys[j + 1].descending == key.descending:
+        if (parts and parts[-1][2] and parts[-1][0] == j + 1 and keys[j + 1].descending == key.descending
+                and not key.few):
             bound = Q(**{f"{key.field}__{'lte' if key.descending else 'gte'}": value})
             parts[-1] = [j, bound & (after | parts[-1][1]), True]
         else:
