@@ -37,7 +37,7 @@ def run(args) -> None:
     from django.db import connection as db
     from django.utils import timezone
 
-    from batches.models import Batch, Connection
+    from batches.models import ACTIVE_STATUSES, Batch, Connection
     from batches.payload import batch_fields
     from batches.store import store_new_batches
     from simulator import Clock, Simulator, SimulatorServer
@@ -71,17 +71,23 @@ def run(args) -> None:
     stored_seen: dict[tuple, float] = {}
     stop = threading.Event()
 
-    def watch_truth():
-        while not stop.is_set():
-            now = time.time()
-            for n, server in enumerate(servers):
-                for b in server.truth():
-                    truth_seen.setdefault((by_slug[f"account-{n}"], b["id"], b["status"]), now)
-            time.sleep(0.1)
-
+    # Only the batches active at the start can change (the accounts get no new ones), so only they are watched:
+    # reading every batch ten times a second would hold each simulator's lock and starve its API.
+    watched = {}  # (connection pk, batch id) -> server
     for n, server in enumerate(servers):  # the starting state is not a change
         for b in server.truth():
             truth_seen[(by_slug[f"account-{n}"], b["id"], b["status"])] = 0.0
+            if b["status"] in ACTIVE_STATUSES:
+                watched[by_slug[f"account-{n}"], b["id"]] = server
+
+    def watch_truth():
+        while not stop.is_set():
+            now = time.time()
+            for (connection_pk, batch_id), server in watched.items():
+                status = server.simulator.retrieve_batch(batch_id)["status"]
+                truth_seen.setdefault((connection_pk, batch_id, status), now)
+            time.sleep(0.1)
+
     for server in servers:
         server.reset_stats()
     threading.Thread(target=watch_truth, daemon=True).start()
@@ -89,7 +95,8 @@ def run(args) -> None:
     try:
         while time.monotonic() - run_started < args.minutes * 60:
             now = time.time()
-            for key in Batch.objects.values_list("connection_id", "batch_id", "status"):
+            for key in Batch.objects.filter(batch_id__in={batch_id for _, batch_id in watched}).values_list(
+                    "connection_id", "batch_id", "status"):
                 stored_seen.setdefault(key, now)
             time.sleep(0.1)
     finally:
