@@ -1,6 +1,6 @@
 """Request index benchmark: a 50,000-request batch with a 200 MB output, archived and indexed.
 
-    python bench/results.py [--requests 50000] [--megabytes 200] [--database-url postgres://...]
+    python bench/results.py [--requests 50000] [--megabytes 200] [--input-first] [--database-url postgres://...]
 
 The simulator runs in its own process. This one copies the batch's input, output and error files from the
 simulator's HTTP API into the archive storage (a temporary directory), streamed, then indexes them with
@@ -8,6 +8,8 @@ batches.results.index_batch, then runs it again (a no-op). Reports the seconds a
 phase, and what the index costs in the database per request: the BatchRequest table and its indexes
 (pg_total_relation_size on PostgreSQL, the dbstat pages on SQLite).
 Targets: copy + index < 60 s, peak RSS growth < 50 MB, < 300 bytes per request with 120-character previews.
+`--input-first` indexes the input on its own first, as when it is too large for the input map: a "not run" row
+per request that the results then update (the cost of that, in the database, is the point of the option).
 """
 
 import argparse
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50_000, help="requests in the batch (default 50000)")
     parser.add_argument("--megabytes", type=float, default=200, help="size of the output file (default 200)")
     parser.add_argument("--fail-share", type=float, default=0.03, help="share of failed requests (default 0.03)")
+    parser.add_argument("--input-first", action="store_true", help="index the input on its own, before the results")
     archive_root = tempfile.mkdtemp(prefix="batchboard-bench-archive-", dir=ROOT / "var")
     os.environ["ARCHIVE_ROOT"] = archive_root  # read by the settings, before Django starts
     try:
@@ -44,9 +47,13 @@ def main() -> None:
 def run(args) -> None:
     from django.db import connection as db
 
+    from batches import results
     from batches.models import BatchRequest, Connection
     from batches.results import index_batch
     from batches.store import store_batch
+
+    if args.input_first:
+        results.JOIN_BUDGET_BYTES = 0
 
     port = free_port()
     simulator = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(port), "--api-key", API_KEY],
@@ -81,17 +88,17 @@ def run(args) -> None:
     peak = max(float(row[2]) for row in rows)
     mb = {kind: f"{size / 1048576:.2f}" for kind, size in sizes.items()}
     print(f"Request index benchmark: {args.requests:,} requests, files {mb['input']} MB input, {mb['output']} MB "
-          f"output, {mb['error']} MB error; database {db.vendor}; {platform.machine()}, {os.cpu_count()} cores, "
+          f"output, {mb['error']} MB error; {'input indexed first; ' if args.input_first else ''}database {db.vendor}; {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
     print(table(rows, ("phase", "seconds", "peak RSS growth MB")))
     print(table([
         ("requests indexed", f"{requests_indexed:,}", f"{args.requests:,} in the batch"),
         ("table bytes per request", f"{table_bytes / max(requests_indexed, 1):.0f}", ""),
         ("index bytes per request", f"{index_bytes / max(requests_indexed, 1):.0f}", "primary key and error code"),
-        ("bytes per request", f"{per_request:.0f}", _target(per_request < 300, "< 300")),
-        ("copy + index, seconds", f"{total_s:.2f}", _target(total_s < 60, "< 60")),
-        ("peak RSS growth, MB", f"{peak:.1f}", _target(peak < 50, "< 50")),
-    ], ("measurement", "value", "target")))
+        ("bytes per request", f"{per_request:.0f}", _target(per_request < 300, "< 300", args)),
+        ("copy + index, seconds", f"{total_s:.2f}", _target(total_s < 60, "< 60", args)),
+        ("peak RSS growth, MB", f"{peak:.1f}", _target(peak < 50, "< 50", args)),
+    ], ("measurement", "value", "target at 50,000 requests and 200 MB")))
 
 
 def archive_files(batch, api_url: str) -> None:
@@ -155,7 +162,9 @@ def _index_size(db) -> tuple[int, int]:
             sum(size for name, size in sizes.items() if kinds[name] == "index"))
 
 
-def _target(met: bool, target: str) -> str:
+def _target(met: bool, target: str, args) -> str:
+    if args.requests < 50_000 or args.megabytes < 200:  # a small run pays the tables' fixed pages alone
+        return target
     return f"{target} ({'met' if met else 'NOT MET'})"
 
 
