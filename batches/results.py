@@ -8,7 +8,8 @@ output and error files (batches/archive.py).
 3. The requests of the input that no result line named get a "not run" row.
 Each row is so written once. When the input is too large for the map, or is archived after the results were
 indexed, it is indexed on its own first instead: a "not run" row per request, which the results then update
-(in PostgreSQL an update leaves a dead row version until vacuum: about 80 more bytes a request).
+(on PostgreSQL each update leaves a dead row version and key entry until vacuum: bench/results.py measures
+317 bytes a request that way, 283 with the map).
 
 Each file is read from `ArchivedFile.indexed_bytes` on, a chunk of lines at a time; a chunk's rows and the
 file's progress are written in one transaction, so a killed worker resumes where its last chunk ended, and
@@ -38,7 +39,7 @@ MAX_CUSTOM_ID_CHARS = 512
 PREVIEW_CHARS = 120
 MAX_SEARCH_CODES = 100
 # Memory for the input map, counted as its custom_ids' characters plus 120 bytes an entry (a dict entry, the
-# string's header, the packed position): 50,000 requests with ids of 40 characters fit.
+# string's header, the packed position): 50,000 requests with ids of up to 200 characters fit.
 JOIN_BUDGET_BYTES = 16 << 20
 _INT32 = range(-(2**31), 2**31)
 _STATUS_CODES = range(0, 32768)  # what a PositiveSmallIntegerField holds on every database
