@@ -87,9 +87,10 @@ def run(args) -> None:
     total_s = float(rows[0][1]) + float(rows[1][1])
     peak = max(float(row[2]) for row in rows)
     mb = {kind: f"{size / 1048576:.2f}" for kind, size in sizes.items()}
+    order = "input indexed first; " if args.input_first else ""
     print(f"Request index benchmark: {args.requests:,} requests, files {mb['input']} MB input, {mb['output']} MB "
-          f"output, {mb['error']} MB error; {'input indexed first; ' if args.input_first else ''}database {db.vendor}; {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
+          f"output, {mb['error']} MB error; {order}database {db.vendor}; {platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}")
     print(table(rows, ("phase", "seconds", "peak RSS growth MB")))
     print(table([
         ("requests indexed", f"{requests_indexed:,}", f"{args.requests:,} in the batch"),
