@@ -157,17 +157,17 @@ def batch_fields(payload) -> dict:
     return fields
 
 
-
-def search_text(fields: dict) -> str:
+def search_text(source, *, request_error_codes=()) -> str:
     """What the list's search matches, lower-cased, one item a line: ids and file ids, the model, validation
-    error codes, and each metadata value both alone and as `key:value` (so `team:growth` finds one field).
-    One indexed column serves every kind of search (trigram-indexed on PostgreSQL)."""
-    metadata = fields.get("metadata")
+    error codes, the error codes of its requests (from the request index, batches/results.py), and each metadata
+    value both alone and as `key:value` (so `team:growth` finds one field). One indexed column serves every kind
+    of search (trigram-indexed on PostgreSQL). `source` is a fields dict or a stored Batch."""
+    get = source.get if isinstance(source, dict) else lambda name: getattr(source, name)
+    metadata = get("metadata")
     pairs = metadata.items() if isinstance(metadata, dict) else []
     values = [str(v) for _, v in pairs] + [f"{k}:{v}" for k, v in pairs]
-    codes = [e.get("code") or "" for e in fields.get("errors") or [] if isinstance(e, dict)]
-    parts = [fields.get(name) or "" for name in ("batch_id", "input_file_id", "output_file_id", "error_file_id",
-                                                  "model")]
+    codes = [e.get("code") or "" for e in get("errors") or [] if isinstance(e, dict)] + list(request_error_codes)
+    parts = [get(name) or "" for name in ("batch_id", "input_file_id", "output_file_id", "error_file_id", "model")]
     return "\n".join(part for part in parts + codes + values if part).lower()[:20000]
 
 

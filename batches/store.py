@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
                      BatchTransition, Connection, sort_columns)
-from .payload import VISIBLE_FIELDS, batch_fields, visible_state
+from .payload import VISIBLE_FIELDS, batch_fields, search_text, visible_state
+from .results import request_error_codes
 
 # Batch.all_requests_failed in SQL.
 _FAILED_ALL = Case(When(ALL_FAILED, then=Value(True)), default=Value(False), output_field=BooleanField())
@@ -62,14 +63,14 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             if batch.raw != fields["raw"] or batch.missing_since is not None:
                 # Only invisible parts changed (timestamps, unknown keys, found again): no snapshot.
                 Batch.objects.filter(pk=batch.pk, version=batch.version).update(
-                    last_synced_at=observed_at, missing_since=None, **fields)
+                    last_synced_at=observed_at, missing_since=None, **_keep_request_codes(batch, fields))
                 if batch.missing_since is not None:
                     bump_data_version(connection)
             return batch, "unchanged"
         with transaction.atomic():
             updated = Batch.objects.filter(pk=batch.pk, version=batch.version).update(
                 version=batch.version + 1, last_synced_at=observed_at, last_changed_at=observed_at,
-                missing_since=None, **fields
+                missing_since=None, **_keep_request_codes(batch, fields)
             )
             if not updated:
                 continue  # somebody changed it between our read and write: read again
@@ -81,6 +82,14 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             bump_data_version(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
+
+
+def _keep_request_codes(batch: Batch, fields: dict) -> dict:
+    """A finished batch may have an indexed archive (batches/results.py): its search text keeps the error codes
+    of its requests when the API's payload changes."""
+    if not batch.is_terminal:
+        return fields
+    return {**fields, "search_text": search_text(fields, request_error_codes=request_error_codes(batch.pk))}
 
 
 def store_new_batches(connection: Connection, field_list: list[dict], *, observed_at: datetime) -> list[Batch] | None:

@@ -168,6 +168,8 @@ class SimBatch:
     cancel_at: float | None = None
     forced_errors: list | None = None
     custom_ids: list | None = None  # from an uploaded input file; synthetic ids otherwise
+    not_run: int = 0  # the last requests in processing order get no output line and no error line
+    malformed: int = 0  # unreadable lines mixed into the output file (the error file when there is none)
     status: str = "validating"
     stamps: dict = field(default_factory=dict)
     total: int = 0
@@ -178,6 +180,10 @@ class SimBatch:
     # running sums over processing indexes [0, _cursor): completed, failed, input, cached, output, reasoning
     _cursor: int = 0
     _sums: list = field(default_factory=lambda: [0, 0, 0, 0, 0, 0])
+
+    def ran(self, k: int) -> int:
+        """How many of the first k processed requests have a line in the output or error file."""
+        return max(0, min(k, self.total - self.not_run))
 
     def custom_id(self, index: int) -> str:
         return self.custom_ids[index] if self.custom_ids is not None else f"request-{index + 1}"
@@ -600,25 +606,28 @@ class Simulator:
 
     def _publish(self, b: SimBatch, at: float, unrun_code: str | None) -> None:
         """Create the output and error files of a batch that just became terminal."""
-        sums = b.sums_at(b.processed)
-        unrun = b.total - b.processed if unrun_code else 0
+        sums = b.sums_at(b.ran(b.processed))
+        unrun = max(0, b.total - b.not_run - b.processed) if unrun_code else 0
         expires = at + b.output_expiry
+        broken_in_output = bool(sums[0])  # malformed lines go to the output file, or the error file without one
         if sums[0]:
             b.output_file_id = self._add_file(
                 filename=f"{b.id}_output.jsonl", purpose="batch_output", created_at=at, expires_at=expires,
-                generator=lambda: _result_lines(b, errors=False, unrun_code=None),
+                generator=lambda: _result_lines(b, errors=False, unrun_code=None, lines=sums[0],
+                                                malformed=b.malformed),
             ).id
-        if sums[1] or unrun:
+        if sums[1] or unrun or (b.malformed and not broken_in_output):
             b.error_file_id = self._add_file(
                 filename=f"{b.id}_error.jsonl", purpose="batch_output", created_at=at, expires_at=expires,
-                generator=lambda: _result_lines(b, errors=True, unrun_code=unrun_code),
+                generator=lambda: _result_lines(b, errors=True, unrun_code=unrun_code, lines=sums[1] + unrun,
+                                                malformed=0 if broken_in_output else b.malformed),
             ).id
 
     def _json(self, b: SimBatch) -> dict:
         now = self.clock.now()
         self._step(b, now)
         processed = self._processed_at(b, now)
-        sums = b.sums_at(processed)
+        sums = b.sums_at(b.ran(processed))
         stamp = b.stamps.get
         return {
             "id": b.id,
@@ -664,8 +673,13 @@ class Simulator:
     def add_synthetic(self, target: str, *, created_at: float | None = None, lines: int | None = None,
                       fail_share: float | None = None, output_bytes: int | None = None, endpoint: str | None = None,
                       model: str | None = None, metadata: dict | None = None, processing_seconds: float | None = None,
+                      not_run: int = 0, malformed: int = 0, output_expires_after=None,
                       rng: random.Random | None = None) -> dict:
-        """A batch with generated input, planned so that it is in `target` now (or at `created_at` + plan)."""
+        """A batch with generated input, planned so that it is in `target` now (or at `created_at` + plan).
+
+        `not_run` requests get no line in either result file; `malformed` unreadable lines join the output file
+        (or the error file); `output_expires_after` (seconds, or the API's {"anchor", "seconds"}) is how long
+        the result files live after the batch finishes (404 afterwards)."""
         with self.lock:
             rng = rng or random.Random(_mix(self.seed, self._counter, 99))
             now = self.clock.now()
@@ -678,6 +692,13 @@ class Simulator:
             lines = lines if lines is not None else int(2 ** rng.uniform(3, 10.5))
             if not 0 <= lines <= MAX_LINES:
                 raise ApiError(400, f"lines must be 0..{MAX_LINES}", param="lines")
+            not_run = _check_count(not_run, "not_run", lines)
+            malformed = _check_count(malformed, "malformed", MAX_LINES)
+            output_expiry = DEFAULT_OUTPUT_EXPIRY
+            if isinstance(output_expires_after, dict):
+                output_expiry = _check_expiry(output_expires_after, "output_expires_after")
+            elif output_expires_after is not None:
+                output_expiry = _check_count(output_expires_after, "output_expires_after", DEFAULT_OUTPUT_EXPIRY)
             if fail_share is None:
                 fail_share = 1.0 if target == "all_failed" else self.failure_share * rng.uniform(0, 3)
             content_chars = 0
@@ -695,8 +716,9 @@ class Simulator:
                                         generator=None)
             b = self._new_batch(endpoint=endpoint, model=model, input_file=input_file,
                                 created_at=created_at if created_at is not None else now, metadata=metadata,
-                                output_expiry=DEFAULT_OUTPUT_EXPIRY, lines=lines, rng=rng, fail_share=fail_share,
+                                output_expiry=output_expiry, lines=lines, rng=rng, fail_share=fail_share,
                                 content_chars=content_chars)
+            b.not_run, b.malformed = not_run, malformed
             input_file.generator = lambda: _input_lines(b)
             if output_bytes:  # pad each answer so the output file reaches the asked size
                 per_line = output_bytes / max(lines, 1) / max(1e-9, 1 - b.fail_share)
@@ -798,6 +820,12 @@ def _check_metadata(metadata):
     return dict(metadata)
 
 
+def _check_count(value, param: str, top: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+        raise ApiError(400, f"{param} must be an integer between 0 and {top}.", param=param)
+    return value
+
+
 def _check_expiry(value, param: str) -> int:
     if not isinstance(value, dict) or value.get("anchor") != "created_at":
         raise ApiError(400, f"{param}.anchor must be 'created_at'.", param=f"{param}.anchor")
@@ -876,11 +904,29 @@ def _success_line_size(b: SimBatch) -> int:
         b.content_chars = saved
 
 
-def _result_lines(b: SimBatch, *, errors: bool, unrun_code: str | None):
-    """The output (errors=False) or error file of b, in processing order (unrelated to input order)."""
+# Lines a reader cannot use, as a broken writer or a damaged copy might leave them (CONTRACT §7.2 has three
+# shapes; these are none of them). Injected with POST /_sim/batches {"malformed": N}.
+MALFORMED_LINES = (
+    b"this line is not JSON",
+    b'{"id": "batch_req_cut", "custom_id": "request-1", "response": {"status_code": 200, "bo',
+    b'["a JSON array", "not an object"]',
+    b'{"id": "batch_req_anonymous", "response": null, "error": {"code": "server_error", "message": "no id"}}',
+    b'{"id": "batch_req_number", "custom_id": 12345, "response": null, "error": {"code": "x", "message": "y"}}',
+    b'{"id": "batch_req_latin1", "custom_id": "caf\xe9", "response": null, "error": null}',
+    b'{"id": "batch_req_nul", "custom_id": "\x00", "response": null, "error": null}',
+    b'{"id": "batch_req_empty", "custom_id": "request-1", "response": null, "error": null}',
+)
+
+
+def _result_lines(b: SimBatch, *, errors: bool, unrun_code: str | None, lines: int = 0, malformed: int = 0):
+    """The output (errors=False) or error file of b, in processing order (unrelated to input order), with
+    `malformed` broken lines spread among its `lines` good ones. Requests beyond b.ran() get no line."""
     created = int(b.stamps.get("in_progress_at") or b.created_at)
-    buf, size = [], 0
-    for k in range(b.total if errors and unrun_code else b.processed):
+    buf, size, written, broken = [], 0, 0, 0
+    for k in range(b.ran(b.total if errors and unrun_code else b.processed)):
+        while broken < malformed and broken * lines // malformed <= written:
+            buf.append(MALFORMED_LINES[broken % len(MALFORMED_LINES)].decode("latin-1") + "\n")
+            broken += 1
         request_id = f"req_{_mix(b.seed, k, 5):016x}{k:08x}"
         line = None
         if k >= b.processed:
@@ -907,8 +953,12 @@ def _result_lines(b: SimBatch, *, errors: bool, unrun_code: str | None):
             text = json.dumps(line) + "\n"
             buf.append(text)
             size += len(text)
+            written += 1
             if size >= 1 << 16:
-                yield "".join(buf).encode()
+                yield "".join(buf).encode("latin-1")  # json.dumps writes ASCII; broken lines keep their bytes
                 buf, size = [], 0
+    while broken < malformed:
+        buf.append(MALFORMED_LINES[broken % len(MALFORMED_LINES)].decode("latin-1") + "\n")
+        broken += 1
     if buf:
-        yield "".join(buf).encode()
+        yield "".join(buf).encode("latin-1")

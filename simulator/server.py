@@ -238,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(400, "expected a JSON object")
                 status = spec.pop("status", "completed")
                 allowed = {"created_at", "lines", "fail_share", "output_bytes", "endpoint", "model", "metadata",
-                           "processing_seconds"}
+                           "processing_seconds", "not_run", "malformed", "output_expires_after"}
                 if set(spec) - allowed:
                     raise ApiError(400, f"unknown fields {sorted(set(spec) - allowed)}; allowed: {sorted(allowed)}")
                 return self._send_json(200, sim.add_synthetic(status, **spec))

@@ -178,3 +178,45 @@ def browser():
             chromium = launch(playwright)
             yield chromium
             chromium.close()
+
+
+@pytest.fixture
+def archive_storage(settings, tmp_path):
+    """STORAGES["archive"] in a directory of this test's own."""
+    settings.STORAGES = {**settings.STORAGES, "archive": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path / "archive"}}}
+    from batches.archive import storage
+
+    return storage()
+
+
+@pytest.fixture
+def archived_batch(connection, simulator, archive_storage):
+    """archived_batch(status, **spec): a batch injected into the simulator (POST /_sim/batches fields), stored,
+    and its files streamed over HTTP into the archive storage, each an ArchivedFile in state "stored"."""
+    import hashlib
+
+    import requests
+    from django.core.files import File
+    from django.utils import timezone
+
+    from batches.models import ArchivedFile, Batch
+    from batches.store import store_batch
+
+    def _archived_batch(status: str = "completed", **spec) -> Batch:
+        spec.setdefault("created_at", simulator.simulator.clock.now() - 3 * 86400)
+        batch, _ = store_batch(connection, simulator.inject_batch(status, **spec))
+        for kind in ("input", "output", "error"):
+            file_id = batch.file_id(kind)
+            if not file_id:
+                continue
+            with requests.get(f"{simulator.url}/files/{file_id}/content", stream=True, timeout=30,
+                              headers={"Authorization": f"Bearer {SIM_KEY}"}) as response:
+                response.raise_for_status()
+                name = archive_storage.save(hashlib.sha256(file_id.encode()).hexdigest() + ".jsonl",
+                                            File(response.raw))
+            ArchivedFile.objects.create(batch=batch, kind=kind, file_id=file_id, state=ArchivedFile.STORED,
+                                        name=name, bytes=archive_storage.size(name), stored_at=timezone.now())
+        return batch
+
+    return _archived_batch

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from simulator import Clock, Simulator, SimulatorServer
+from simulator.engine import MALFORMED_LINES
 from tests.simclient import call, chat_lines, control, create_batch, jsonl, read_lines, upload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -358,3 +359,120 @@ def test_the_command_line_serves_the_api():
                                text=True, timeout=30).stdout
     for flag in ("--batches", "--active", "--speed", "--seed", "--fault-rate", "--latency-ms", "--api-key"):
         assert flag in help_text
+
+
+def _raw_lines(sim, file_id: str) -> list[bytes]:
+    response = call(sim, "GET", f"/files/{file_id}/content")
+    assert response.status_code == 200, response.text
+    return [line for line in response.content.split(b"\n") if line.strip()]
+
+
+def _readable(line: bytes) -> dict | None:
+    """The line as a reader following CONTRACT §7.2 may use it, or None."""
+    try:
+        item = json.loads(line.decode("utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
+        return None
+    return item if isinstance(item.get("response"), dict) or isinstance(item.get("error"), dict) else None
+
+
+def _inject(sim, **spec) -> dict:
+    response = control(sim, "POST", "/_sim/batches", json=spec)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_injected_batches_have_every_outcome_shape(simulator):
+    ago = simulator.simulator.clock.now() - 3 * 86400
+    completed = _inject(simulator, status="completed", lines=400, fail_share=0.5, created_at=ago)
+    expired = _inject(simulator, status="expired", lines=300, fail_share=0.1, created_at=ago)
+    cancelled = _inject(simulator, status="cancelled", lines=300, fail_share=0.1, created_at=ago)
+    successes = read_lines(simulator, completed["output_file_id"])
+    assert successes and {line["response"]["status_code"] for line in successes} == {200}
+    failures = read_lines(simulator, completed["error_file_id"])
+    statuses = {line["response"]["status_code"] for line in failures}
+    assert any(400 <= s < 500 for s in statuses) and any(500 <= s < 600 for s in statuses)
+    assert all(line["error"] is None and line["response"]["body"]["error"]["code"] for line in failures)
+    for batch, code in ((expired, "batch_expired"), (cancelled, "batch_cancelled")):
+        unrun = [line for line in read_lines(simulator, batch["error_file_id"]) if line["response"] is None]
+        counts = batch["request_counts"]
+        assert len(unrun) == counts["total"] - counts["completed"] - counts["failed"] > 0
+        assert {line["error"]["code"] for line in unrun} == {code}
+
+
+def test_an_injected_batch_can_leave_requests_with_no_result_line(simulator):
+    batch = _inject(simulator, status="completed", lines=120, fail_share=0.2, not_run=7,
+                    created_at=simulator.simulator.clock.now() - 7200)
+    named = [line["custom_id"] for kind in ("output_file_id", "error_file_id")
+             for line in read_lines(simulator, batch[kind])]
+    inputs = [line["custom_id"] for line in read_lines(simulator, batch["input_file_id"])]
+    assert len(inputs) == 120 and len(named) == len(set(named)) == 113 and set(named) < set(inputs)
+    counts = batch["request_counts"]
+    assert counts["total"] == 120 and counts["completed"] + counts["failed"] == 113
+
+
+def test_unrun_lines_of_an_expired_batch_spare_the_not_run_requests(simulator):
+    batch = _inject(simulator, status="expired", lines=200, fail_share=0, not_run=20,
+                    created_at=simulator.simulator.clock.now() - 3 * 86400)
+    lines = read_lines(simulator, batch["error_file_id"])
+    if batch["output_file_id"]:
+        lines += read_lines(simulator, batch["output_file_id"])
+    assert len(lines) == len({line["custom_id"] for line in lines}) == 180
+
+
+@pytest.mark.parametrize("fail_share, broken_file", [(0.2, "output_file_id"), (1.0, "error_file_id")])
+def test_an_injected_batch_can_carry_malformed_lines(simulator, fail_share, broken_file):
+    batch = _inject(simulator, status="completed", lines=100, fail_share=fail_share, malformed=16,
+                    created_at=simulator.simulator.clock.now() - 7200)
+    lines = _raw_lines(simulator, batch[broken_file])
+    broken = [line for line in lines if _readable(line) is None]
+    assert sorted(broken) == sorted(MALFORMED_LINES * 2)
+    assert lines[0] in MALFORMED_LINES and lines[-1] not in MALFORMED_LINES  # spread among the good ones
+    good = [line for kind in ("output_file_id", "error_file_id") if batch[kind]
+            for line in _raw_lines(simulator, batch[kind]) if _readable(line) is not None]
+    assert len(good) == 100
+
+
+def test_an_injected_batch_without_requests_still_gets_its_malformed_lines(simulator):
+    batch = _inject(simulator, status="completed", lines=10, not_run=10, malformed=3,
+                    created_at=simulator.simulator.clock.now() - 7200)
+    assert batch["output_file_id"] is None
+    assert _raw_lines(simulator, batch["error_file_id"]) == list(MALFORMED_LINES[:3])
+
+
+def test_injected_result_files_answer_404_after_output_expires_after(simulator):
+    now = simulator.simulator.clock.now()
+    batch = _inject(simulator, status="completed", lines=50, fail_share=0.3, created_at=now - 600,
+                    output_expires_after=3600)
+    for kind in ("output_file_id", "error_file_id"):
+        meta = call(simulator, "GET", f"/files/{batch[kind]}").json()
+        assert meta["expires_at"] - meta["created_at"] == 3600
+        assert call(simulator, "GET", f"/files/{batch[kind]}/content").status_code == 200
+    simulator.advance(3600)
+    for kind in ("output_file_id", "error_file_id"):
+        assert call(simulator, "GET", f"/files/{batch[kind]}/content").status_code == 404
+        assert call(simulator, "GET", f"/files/{batch[kind]}").status_code == 404
+    listed = {f["id"] for f in call(simulator, "GET", "/files", params={"purpose": "batch_output"}).json()["data"]}
+    assert not listed & {batch["output_file_id"], batch["error_file_id"]}
+    assert call(simulator, "GET", f"/files/{batch['input_file_id']}/content").status_code == 200
+    gone = _inject(simulator, status="completed", lines=5, fail_share=0, created_at=now - 3 * 86400,
+                   output_expires_after={"anchor": "created_at", "seconds": 3600})
+    assert call(simulator, "GET", f"/files/{gone['output_file_id']}/content").status_code == 404
+
+
+@pytest.mark.parametrize("spec", [{"not_run": 11}, {"not_run": -1}, {"not_run": "3"}, {"malformed": True},
+                                  {"malformed": 50_001}, {"output_expires_after": "soon"},
+                                  {"output_expires_after": {"anchor": "created_at", "seconds": 60}}])
+def test_bad_injection_options_get_400(simulator, spec):
+    response = control(simulator, "POST", "/_sim/batches", json={"status": "completed", "lines": 10, **spec})
+    assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_a_50000_line_batch_can_have_a_200_mb_output(simulator):
+    batch = _inject(simulator, status="completed", lines=50_000, fail_share=0.03, output_bytes=200 * 1024 * 1024,
+                    created_at=simulator.simulator.clock.now() - 7200)
+    assert batch["request_counts"]["total"] == 50_000
+    meta = call(simulator, "GET", f"/files/{batch['output_file_id']}").json()
+    assert 190 * 1024 * 1024 <= meta["bytes"] <= 210 * 1024 * 1024
