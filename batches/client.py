@@ -8,7 +8,9 @@ attempt instead. Every call, retries and body included, ends within API_CALL_DEA
 server that drip-feeds its answer cannot hold a worker or a web thread longer than that.
 """
 
+import io
 import json
+import secrets
 import socket
 import threading
 import time
@@ -135,12 +137,43 @@ class BatchApi:
             return self._send("GET", f"/files/{_segment(file_id)}/content", deadline=deadline,
                               headers={"Accept": "application/octet-stream"})
 
+    def list_files(self, *, purpose: str = "batch", after: str | None = None, limit: int = 100) -> dict:
+        """One page of files, newest first."""
+        params = {"purpose": purpose, "limit": limit, "order": "desc"}
+        if after:
+            params["after"] = after
+        page = self._json("GET", "/files", params=params)
+        if not isinstance(page.get("data"), list):
+            raise TransientError("the file list has no `data` array", status=200)
+        return page
+
+    def upload_file(self, *, filename: str, content, size: int) -> tuple[dict, str]:
+        """POST /files with purpose=batch, the body read from `content` (an open binary file of `size` bytes)
+        as it is sent, never whole in memory. Returns the file object and the API's request id. Allowed
+        SUBMIT_UPLOAD_DEADLINE seconds: 200 MB takes longer than an ordinary call."""
+        body = _MultipartBody({"purpose": "batch"}, filename, content, size)
+        payload, response = self._call_json("POST", "/files", data=body, seconds=settings.SUBMIT_UPLOAD_DEADLINE,
+                                             headers={"Content-Type": body.content_type})
+        if not isinstance(payload.get("id"), str) or not payload["id"]:
+            raise TransientError("the uploaded file's answer has no id", status=200)
+        return payload, response.headers.get("x-request-id", "")
+
+    def create_batch(self, *, input_file_id: str, endpoint: str, completion_window: str,
+                     metadata: dict) -> tuple[dict, str]:
+        """POST /batches; returns the batch and the API's request id. Never repeated here: a lost answer may
+        still have created the batch (actions.submit looks for it before creating again)."""
+        body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": completion_window,
+                "metadata": metadata}
+        payload, response = self._call_json("POST", "/batches", json=body)
+        return payload, response.headers.get("x-request-id", "")
+
     # ----- plumbing ----------------------------------------------------------------------------
     def _json(self, method: str, path: str, **kwargs) -> dict:
         return self._call_json(method, path, **kwargs)[0]
 
-    def _call_json(self, method: str, path: str, **kwargs) -> tuple[dict, requests.Response]:
-        deadline = time.monotonic() + settings.API_CALL_DEADLINE
+    def _call_json(self, method: str, path: str, *, seconds: float | None = None,
+                   **kwargs) -> tuple[dict, requests.Response]:
+        deadline = time.monotonic() + (seconds or settings.API_CALL_DEADLINE)
         with _Watchdog(deadline, self.base_url):
             response = self._send(method, path, deadline=deadline, **kwargs)
             return self._decode(response, deadline), response
@@ -197,6 +230,35 @@ class BatchApi:
 
 
 _RETRY_STATUSES = (500, 502, 503, 504)
+
+
+class _MultipartBody:
+    """A multipart/form-data body of form fields and one file, read from the open file as requests sends it
+    (requests would otherwise build the whole body in memory). Its length is known, so it goes out with a
+    Content-Length, as the API expects."""
+
+    def __init__(self, fields: dict, filename: str, content, size: int):
+        boundary = "batchboard-" + secrets.token_hex(16)
+        head = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                        for name, value in fields.items())
+        head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 "Content-Type: application/jsonl\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self._parts, self._length = [io.BytesIO(head), content, io.BytesIO(tail)], len(head) + size + len(tail)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        out = b""
+        while self._parts and (size < 0 or len(out) < size):
+            chunk = self._parts[0].read(-1 if size < 0 else size - len(out))
+            if chunk:
+                out += chunk
+            else:
+                self._parts.pop(0)
+        return out
 _watched = threading.local()  # the Watchdog of the call running in this thread, if any
 
 

@@ -291,6 +291,7 @@ class Batch(models.Model):
             ("refresh_batch", "Can re-sync a batch now"),
             ("view_request_content", "Can see what requests asked and answered: bodies, previews, error "
              "messages, and the files"),
+            ("submit_batch", "Can create batches: retries of failed requests, and uploaded files"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["connection", "batch_id"], name="batch_unique_per_connection"),
@@ -521,7 +522,7 @@ class AuditEvent(models.Model):
         ("logout_everywhere", "Log out everywhere"), ("forbidden", "Refused (403)"),
         ("connection_created", "Connection created"), ("connection_changed", "Connection changed"),
         ("connection_deleted", "Connection deleted"), ("key_changed", "API key changed"),
-        ("role_changed", "Role changed"),
+        ("role_changed", "Role changed"), ("submit", "Submit"),
     ]
 
     created = models.DateTimeField(default=timezone.now)
@@ -648,3 +649,90 @@ class BatchRequest(models.Model):
 
     def __str__(self) -> str:
         return self.custom_id
+
+
+# ----- submissions: retries and uploads (batches/retries.py, batches/uploads.py, actions.submit) ------------
+class Submission(models.Model):
+    """One confirmed request to create batches: a retry of a batch's failed requests, or a file uploaded in the
+    browser. Its token is minted when the confirmation is shown and is unique, so a double click, a repeated
+    POST or a resumed crash finds this row instead of making another. Each part (one batch: the API takes at
+    most 50,000 requests and 200 MB a batch) carries the token in its upload's filename and in its batch's
+    metadata (`batchboard_intent`), so that a batch or file whose answer was lost is found, never made twice."""
+
+    RETRY, UPLOAD = "retry", "upload"
+    PENDING, SUBMITTING, INTERRUPTED, DONE, REFUSED = "pending", "submitting", "interrupted", "done", "refused"
+    STATES = [(PENDING, "recorded, nothing sent yet"), (SUBMITTING, "being sent"),
+              (INTERRUPTED, "interrupted: resume to finish"), (DONE, "every batch created"),
+              (REFUSED, "refused by the API")]
+
+    token = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=8, choices=[(RETRY, "retry"), (UPLOAD, "upload")])
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="submissions")
+    # A retry's batch; its children are this submission's parts' batches (the lineage).
+    parent = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, blank=True)
+    endpoint = models.CharField(max_length=255)
+    model = models.CharField(max_length=255, blank=True)
+    completion_window = models.CharField(max_length=16, default="24h")
+    # The batches' metadata without batchboard_intent (each part adds its own), already within the API's limits.
+    metadata = models.JSONField(default=dict, blank=True)
+    # A retry's choice: {"outcomes": [...], "codes": [...]}; an upload's file name as the user sent it.
+    selection = models.JSONField(default=dict, blank=True)
+    filename = models.CharField(max_length=255, blank=True)
+    source = models.CharField(max_length=255, blank=True, help_text="A staged upload's name in the archive storage")
+    requests = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=12, choices=STATES, default=PENDING)
+    last_error = models.TextField(blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.token}"
+
+
+class SubmissionPart(models.Model):
+    """One batch of a submission: its file (built into the archive storage before the first API call), the
+    uploaded file's id, and the batch. `upload_sent_at` and `create_sent_at` record that a call was sent, so
+    that after a lost answer the file or batch is looked for before anything is sent again."""
+
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="parts")
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=255, blank=True, help_text="The part's file in the archive storage")
+    requests = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    upload_sent_at = models.DateTimeField(null=True, blank=True)
+    file_id = models.CharField(max_length=255, blank=True)
+    create_sent_at = models.DateTimeField(null=True, blank=True)
+    # Set by the store when a batch naming this part's intent is stored (from the create's answer or a sync).
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="submission_parts")
+    batch_id_text = models.CharField("batch id", max_length=255, blank=True)
+    created_batch_at = models.DateTimeField(null=True, blank=True)
+    request_ids = models.CharField(max_length=255, blank=True, help_text="The API's x-request-id of upload, create")
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["submission", "number"], name="submission_part_unique")]
+        indexes = [
+            # BATCH_CREATIONS_PER_HOUR: batches created in the last hour
+            models.Index(fields=["created_batch_at"], condition=models.Q(created_batch_at__isnull=False),
+                         name="submission_part_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.intent
+
+    @property
+    def intent(self) -> str:
+        """The value of the batch's `batchboard_intent` metadata, and part of its upload's filename."""
+        return f"{self.submission.token}-{self.number}"
+
+    @property
+    def upload_filename(self) -> str:
+        return f"batchboard-{self.intent}.jsonl"

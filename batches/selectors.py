@@ -31,7 +31,7 @@ from .models import ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, AuditEvent, Bat
 
 # What a user may do with a batch, and the permission their role must hold for it.
 ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
-           "refresh": "refresh_batch", "content": "view_request_content"}
+           "refresh": "refresh_batch", "content": "view_request_content", "submit": "submit_batch"}
 CEILING_ACTIONS = {VIEWER: {"view"}, OPERATOR: set(ACTIONS)}
 _RANK = {None: 0, VIEWER: 1, OPERATOR: 2}
 

@@ -345,6 +345,20 @@ if ARCHIVE_S3_BUCKET:
         "default_acl": None, "querystring_auth": True, "file_overwrite": True,
     }}
 
+# Submitting batches (retries and uploads, batches/actions.py submit): the API's limits per batch (CONTRACT §4:
+# 50,000 requests, 200 MB; a larger set becomes several batches) and per hour (2,000 creations), how long one
+# upload may take, and how long a submission stays claimed by the request sending it.
+BATCH_MAX_REQUESTS = env_number("BATCH_MAX_REQUESTS", 50_000, minimum=1, maximum=50_000)
+BATCH_MAX_BYTES = env_number("BATCH_MAX_BYTES", 200 * 1024 * 1024, minimum=1024, maximum=200 * 1024 * 1024)
+BATCH_CREATIONS_PER_HOUR = env_number("BATCH_CREATIONS_PER_HOUR", 2000, minimum=1, maximum=2000)
+SUBMIT_UPLOAD_DEADLINE = env_number("SUBMIT_UPLOAD_DEADLINE", 900.0, minimum=1, cast=float)
+SUBMIT_LEASE_SECONDS = env_number("SUBMIT_LEASE_SECONDS", 1800.0, minimum=1, cast=float)
+# Uploads in the browser: the largest file accepted (split into batches when over BATCH_MAX_*), and the longest line.
+SUBMIT_MAX_UPLOAD_BYTES = env_number("SUBMIT_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024, minimum=1024)
+SUBMIT_MAX_LINE_BYTES = env_number("SUBMIT_MAX_LINE_BYTES", 16 * 1024 * 1024, minimum=1024)
+# Uploaded files go to a temporary file on disk as they arrive, never into memory.
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+
 # Snapshots of terminal batches older than this are thinned (status changes are always kept).
 SNAPSHOT_RETENTION_DAYS = env_number("SNAPSHOT_RETENTION_DAYS", 90)
 

@@ -33,6 +33,7 @@ CANCELLABLE = ("validating", "in_progress", "finalizing")
 WINDOW_SECONDS = 24 * 3600
 MAX_LINES = 50_000
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
+CREATIONS_PER_HOUR = 2000  # POST /v1/batches per hour (CONTRACT §2)
 DEFAULT_OUTPUT_EXPIRY = 30 * 24 * 3600
 _MODELS = {
     "/v1/chat/completions": ["gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "o3-mini"],
@@ -271,6 +272,8 @@ class Simulator:
         self.files: dict[str, SimFile] = {}
         self._keys: list[tuple] = []  # (created_at, seq, id), ascending
         self._next_arrival = self.clock.now() + arrival_interval if arrival_interval > 0 else None
+        self.created_times: list[float] = []  # when each POST /v1/batches created one: counted, and rate-limited
+        self.creations_per_hour = CREATIONS_PER_HOUR
 
     # ----- ids and durations -------------------------------------------------------------------
     def _id(self, prefix: str, length: int = 24) -> str:
@@ -379,6 +382,11 @@ class Simulator:
             f = self._live_file(body["input_file_id"])
             if f.purpose != "batch":
                 raise ApiError(400, f"File {f.id} must be uploaded with purpose 'batch'.", param="input_file_id")
+            now = self.clock.now()
+            if sum(1 for at in self.created_times if at > now - 3600) >= self.creations_per_hour:
+                raise ApiError(429, f"Rate limit reached: at most {self.creations_per_hour} batches can be created "
+                               "per hour.", type="requests", code="rate_limit_exceeded")
+            self.created_times.append(now)
             rng = random.Random(_mix(self.seed, self._counter, 7))
             b = self._new_batch(endpoint=body["endpoint"], model=None, input_file=f, created_at=self.clock.now(),
                                 metadata=metadata, output_expiry=output_expiry, lines=0, rng=rng,

@@ -38,8 +38,12 @@ class Faults:
         self.lock = threading.Lock()
         self.configure(rate=rate, kinds=kinds, seed=seed, slow_seconds=slow_seconds, retry_after=retry_after)
 
-    def configure(self, *, rate=None, kinds=None, seed=None, slow_seconds=None, retry_after=None, next=None) -> None:
-        """`next=N` makes exactly the next N API requests fault (drawn from `kinds`), whatever the rate."""
+    def configure(self, *, rate=None, kinds=None, seed=None, slow_seconds=None, retry_after=None, next=None,
+                  lose_answer=None) -> None:
+        """`next=N` makes exactly the next N API requests fault (drawn from `kinds`), whatever the rate.
+        `lose_answer="upload"` (or "create") carries out the next POST /v1/files (POST /v1/batches), then drops
+        the connection without answering: the client is left as if it had crashed between upload and create
+        (or right after create). An empty value clears it."""
         if rate is not None:
             rate = float(rate)
             if not 0 <= rate <= 1:
@@ -59,8 +63,21 @@ class Faults:
             self.retry_after = max(1, int(retry_after))
         if next is not None:
             self.forced = max(0, int(next))
+        if lose_answer is not None:
+            if lose_answer not in ("", "upload", "create"):
+                raise ValueError("lose_answer must be upload, create or empty")
+            self.lose = lose_answer
 
     forced = 0
+    lose = ""
+
+    def take_lost_answer(self, step: str) -> bool:
+        """Whether this `step`'s answer is to be lost (once)."""
+        with self.lock:
+            if self.lose == step:
+                self.lose = ""
+                return True
+            return False
 
     def draw(self) -> str | None:
         with self.lock:
@@ -77,7 +94,7 @@ class Faults:
 
     def to_json(self) -> dict:
         return {"rate": self.rate, "kinds": self.kinds, "slow_seconds": self.slow_seconds,
-                "retry_after": self.retry_after, "next": self.forced}
+                "retry_after": self.retry_after, "next": self.forced, "lose_answer": self.lose}
 
 
 class Stats:
@@ -197,7 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, route: str, params: dict) -> int:
         sim = self.server.simulator
         if route == "create_file":
-            return self._send_json(200, sim.upload_file(**self._multipart()))
+            uploaded = sim.upload_file(**self._multipart())
+            return self._drop() if self.server.faults.take_lost_answer("upload") else self._send_json(200, uploaded)
         if route == "list_files":
             return self._send_json(200, sim.list_files(
                 purpose=self.query.get("purpose") or None, limit=self._int_param("limit", 10000),
@@ -209,7 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route == "file_content":
             return self._send_file(sim.file_for_download(params["id"]))
         if route == "create_batch":
-            return self._send_json(200, sim.create_batch(self._json_body()))
+            created = sim.create_batch(self._json_body())
+            return self._drop() if self.server.faults.take_lost_answer("create") else self._send_json(200, created)
         if route == "list_batches":
             return self._send_json(200, sim.list_batches(after=self.query.get("after") or None,
                                                          limit=self._int_param("limit", 20)))
@@ -223,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
         sim, server = self.server.simulator, self.server
         try:
             if (method, path) == ("GET", "/_sim/stats"):
-                return self._send_json(200, server.stats.to_json())
+                return self._send_json(200, {**server.stats.to_json(), "batches_created": len(sim.created_times)})
             if (method, path) == ("POST", "/_sim/reset-stats"):
                 server.stats.reset()
                 return self._send_json(200, server.stats.to_json())
@@ -246,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
                 spec = self._json_body() if self.body else dict(self.query)
                 try:
                     server.faults.configure(**{k: spec.get(k) for k in (
-                        "rate", "kinds", "seed", "slow_seconds", "retry_after", "next")})
+                        "rate", "kinds", "seed", "slow_seconds", "retry_after", "next", "lose_answer")})
                 except (ValueError, TypeError) as exc:
                     raise ApiError(400, str(exc)) from None
                 return self._send_json(200, server.faults.to_json())
@@ -276,12 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.server.faults.slow_seconds)
             return self._send_json(504, ApiError(504, "Gateway timeout.", type="server_error").envelope())
         if kind == "drop":
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
+            return self._drop()
         if kind == "drip":  # a hostile or broken server: a valid answer, one byte every slow_seconds
             return self._drip(route, params)
         if kind == "truncated":
@@ -291,6 +305,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._common_headers("application/json", len(data))
             self.end_headers()
             self.wfile.write(data)
+
+    def _drop(self) -> None:
+        if self._count_as:  # the work was done, its answer lost (lose_answer)
+            self.server.stats.count(self._count_as, "dropped", "lose_answer")
+            self._count_as = None
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _drip(self, route, params) -> None:
         """File content drips the file's real bytes (a 404 for an unknown file is sent at once); any other
@@ -450,7 +474,7 @@ class SimulatorServer:
 
     # The Python mirror of /_sim/*.
     def stats(self) -> dict:
-        return self.httpd.stats.to_json()
+        return {**self.httpd.stats.to_json(), "batches_created": len(self.simulator.created_times)}
 
     def reset_stats(self) -> None:
         self.httpd.stats.reset()
