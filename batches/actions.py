@@ -1,17 +1,22 @@
-"""What operators do to a batch: cancel, refresh, download. Each call is audited."""
+"""What operators do to a batch: cancel, refresh, download, retry; and submitting new batches. Each call is
+audited."""
 
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 
-from . import files
-from .client import ApiError, BatchApi, TransientError, stream_chunks
-from .models import AuditEvent, Batch, Connection, KeyUnreadable, api_host_problem
+from . import archive, files, retries, uploads
+from .client import ApiError, BatchApi, PermanentError, TransientError, stream_chunks
+from .models import AuditEvent, Batch, Connection, KeyUnreadable, Submission, SubmissionPart, api_host_problem
 from .payload import MalformedPayload
-from .store import store_batch
+from .store import link_submission, store_batch
 from .sync import refresh_batch
 
 log = logging.getLogger(__name__)
@@ -141,3 +146,205 @@ class Download:
             audit(user=self.user, action="download", batch=self.batch, detail=self.kind, outcome=outcome)
         except Exception:  # Django swallows errors of close(): say it here
             log.exception("The download of %s could not be audited: %s", file_id, outcome.message)
+
+
+# ----- submitting batches (retries and uploads) ------------------------------------------------------------
+# How far before a call was sent a lost answer's file or batch is looked for: the API's clock may differ.
+_CLOCK_SLACK = timedelta(minutes=10)
+# Pages of GET /files or GET /batches read when looking for one (newest first).
+_SEARCH_PAGES = 20
+
+
+class _HourlyLimit(Exception):
+    pass
+
+
+def record_submission(*, token: str, user, **fields) -> tuple[Submission, bool]:
+    """The submission of this token: recorded now (before any API call), or the one already recorded with it
+    (a double click, a repeated POST). Returns it and whether it is new."""
+    try:
+        with transaction.atomic():
+            submission = Submission.objects.create(
+                token=token, user=user if getattr(user, "is_authenticated", False) else None,
+                username=getattr(user, "username", "")[:150], **fields)
+        return submission, True
+    except IntegrityError:
+        return Submission.objects.get(token=token), False
+
+
+def submit(*, submission: Submission, user) -> Outcome:
+    """Send a recorded submission's parts to the API, each as one upload and one batch, and never twice:
+
+    1. Claim it (a lease): a second request with the same token meanwhile does nothing.
+    2. Build its part files once, before the first call (a retry's lines from the archive, an upload's from
+       the staged file), within the API's per-batch limits.
+    3. For each part without a batch: the file. If an upload was sent and not answered, look for a file of the
+       part's filename (which carries the token) before uploading again.
+    4. The batch. If a create was sent and not answered, walk the head of the batch list for one whose
+       `batchboard_intent` names the part; a sync that sees it first links it just the same (store.py). Only
+       when none exists, and within BATCH_CREATIONS_PER_HOUR, create it.
+    Whatever stops it (a lost answer, a crash, the hourly limit) leaves it resumable: the same token again
+    picks it up where it stopped."""
+    submission.refresh_from_db()
+    if submission.state == Submission.DONE:
+        return Outcome(True, _created_message(submission, "Already submitted"), info=True)
+    now = timezone.now()
+    claimed = Submission.objects.filter(pk=submission.pk).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now)).exclude(state=Submission.DONE).update(
+        lease_until=now + timedelta(seconds=settings.SUBMIT_LEASE_SECONDS), state=Submission.SUBMITTING)
+    if not claimed:
+        return Outcome(True, "This submission is being sent by another request right now; nothing was sent "
+                       "again.", info=True)
+    state, error = Submission.INTERRUPTED, ""
+    try:
+        if problem := key_problem(submission.connection):
+            raise PermanentError(problem, error_type="configuration")
+        parts = _build_parts(submission)
+        with BatchApi.for_connection(submission.connection) as api:
+            for part in parts:
+                _send_part(api, submission, part, user)
+        state = Submission.DONE
+        outcome = Outcome(True, _created_message(submission, "Submitted"))
+    except _HourlyLimit as exc:
+        error = str(exc)
+    except PermanentError as exc:
+        state = Submission.REFUSED if exc.error_type != "configuration" else Submission.INTERRUPTED
+        error = f"The API refused it: {exc}" if exc.error_type != "configuration" else str(exc)
+    except (ApiError, MalformedPayload) as exc:
+        error = f"Interrupted: {exc}. Nothing is sent twice: resume to finish."
+    except (OSError, retries.ArchiveIncomplete) as exc:
+        error = f"Interrupted: the file could not be read or written ({type(exc).__name__}: {exc})."
+    finally:
+        Submission.objects.filter(pk=submission.pk).update(
+            state=state, lease_until=None, last_error=error[:2000],
+            finished_at=timezone.now() if state == Submission.DONE else None)
+        submission.refresh_from_db()
+    if state != Submission.DONE:
+        outcome = Outcome(False, error)
+        _audit_submission(submission, user, outcome)
+    return outcome
+
+
+def _created_message(submission: Submission, verb: str) -> str:
+    ids = [part.batch_id_text for part in submission.parts.all() if part.batch_id_text]
+    return f"{verb}: {len(ids)} batch{'es' if len(ids) != 1 else ''} ({', '.join(ids)})."
+
+
+def _build_parts(submission: Submission) -> list[SubmissionPart]:
+    parts = list(submission.parts.all())
+    if parts:
+        return parts
+    if submission.kind == Submission.RETRY:
+        rows = retries.retry_requests(submission.parent, outcomes=submission.selection.get("outcomes", []),
+                                      codes=submission.selection.get("codes", []))
+        lines = retries.retry_lines(submission.parent, rows)
+    else:
+        lines = uploads.staged_lines(submission.source)
+    built = retries.write_parts(lines, prefix=f"submissions/{submission.token}")
+    with transaction.atomic():
+        parts = [SubmissionPart.objects.create(submission=submission, number=number, **spec)
+                 for number, spec in enumerate(built, 1)]
+        Submission.objects.filter(pk=submission.pk).update(requests=sum(p.requests for p in parts),
+                                                           bytes=sum(p.bytes for p in parts))
+    return parts
+
+
+def _send_part(api: BatchApi, submission: Submission, part: SubmissionPart, user) -> None:
+    part.refresh_from_db()
+    if part.batch_id:
+        return
+    request_ids = []
+    if not part.file_id and part.upload_sent_at:
+        part.file_id = _find_uploaded(api, part)
+    if not part.file_id:
+        part.upload_sent_at = timezone.now()
+        part.save(update_fields=["upload_sent_at"])
+        with archive.storage().open(part.name, "rb") as content:
+            uploaded, request_id = api.upload_file(filename=part.upload_filename, content=content, size=part.bytes)
+        part.file_id, request_ids = uploaded["id"], [request_id]
+    part.save(update_fields=["file_id"])
+    if part.create_sent_at and _find_created(api, part):
+        part.refresh_from_db()
+        _audit_submission(submission, user, Outcome(True, f"Found {part.batch_id_text} after its create's answer was "
+                                                    f"lost; none was created again (submission {submission.token})"),
+                          batch=part.batch, part=part)
+        return
+    _check_hourly_limit(submission.connection)
+    part.create_sent_at = timezone.now()
+    part.save(update_fields=["create_sent_at"])
+    metadata = retries.batch_metadata(submission.metadata, part.intent)
+    payload, request_id = api.create_batch(input_file_id=part.file_id, endpoint=submission.endpoint,
+                                           completion_window=submission.completion_window, metadata=metadata)
+    request_ids.append(request_id)
+    batch, _ = store_batch(submission.connection, payload)  # links the part (store.link_submission)
+    SubmissionPart.objects.filter(pk=part.pk, batch__isnull=True).update(
+        batch=batch, batch_id_text=batch.batch_id, created_batch_at=timezone.now())
+    SubmissionPart.objects.filter(pk=part.pk).update(request_ids=", ".join(filter(None, request_ids))[:255])
+    _audit_submission(submission, user, Outcome(True, f"Created from file {part.file_id} ({part.upload_filename}); "
+                                                f"submission {submission.token}", request_id), batch=batch, part=part)
+
+
+def _audit_submission(submission: Submission, user, outcome: Outcome, *, batch: Batch | None = None,
+                      part: SubmissionPart | None = None) -> AuditEvent:
+    """Who submitted what: the file (a retry's parent, or the uploaded file's name), the part, the batch
+    made and the API's request ids."""
+    what = (f"retry of {submission.parent.batch_id}" if submission.kind == Submission.RETRY and submission.parent
+            else f"upload {submission.filename}")
+    if part is not None:
+        what += f", part {part.number}, {part.requests:,} requests"
+    batch = batch or submission.parent
+    return AuditEvent.objects.create(
+        user=user if getattr(user, "is_authenticated", False) else None, username=getattr(user, "username", "")[:150],
+        action="submit", connection=submission.connection, batch=batch,
+        batch_id_text=batch.batch_id if batch else "", detail=what[:255], ok=outcome.ok,
+        result=outcome.message[:2000], request_id=outcome.request_id[:255])
+
+
+def _find_uploaded(api: BatchApi, part: SubmissionPart) -> str:
+    """The id of a file the API holds under the part's filename (an upload whose answer was lost), or ""."""
+    since, after = (part.upload_sent_at - _CLOCK_SLACK).timestamp(), None
+    for _ in range(_SEARCH_PAGES):
+        page = api.list_files(purpose="batch", after=after)
+        for item in page["data"]:
+            if isinstance(item, dict) and item.get("filename") == part.upload_filename and item.get("id"):
+                return str(item["id"])
+        data = page["data"]
+        if not page.get("has_more") or not data or _older(data[-1], since):
+            return ""
+        after = data[-1].get("id")
+    return ""
+
+
+def _find_created(api: BatchApi, part: SubmissionPart) -> bool:
+    """Walk the head of the batch list (newest first) back to a little before the create was sent, for the
+    batch naming this part's intent; store it (which links it). Whether it was found."""
+    since, after = (part.create_sent_at - _CLOCK_SLACK).timestamp(), None
+    for _ in range(_SEARCH_PAGES):
+        page = api.list_batches(after=after)
+        for item in page["data"]:
+            metadata = item.get("metadata") if isinstance(item, dict) else None
+            if isinstance(metadata, dict) and metadata.get(retries.INTENT_KEY) == part.intent:
+                batch, _ = store_batch(part.submission.connection, item)
+                link_submission(batch)
+                return SubmissionPart.objects.filter(pk=part.pk, batch__isnull=False).exists()
+        data = page["data"]
+        if not page.get("has_more") or not data or _older(data[-1], since):
+            return False
+        after = data[-1].get("id")
+    return False
+
+
+def _older(item, since: float) -> bool:
+    created = item.get("created_at") if isinstance(item, dict) else None
+    return isinstance(created, (int, float)) and created < since
+
+
+def _check_hourly_limit(connection: Connection) -> None:
+    """The API allows BATCH_CREATIONS_PER_HOUR creations an hour (2,000); count Batchboard's own."""
+    hour_ago = timezone.now() - timedelta(hours=1)
+    made = SubmissionPart.objects.filter(submission__connection=connection, created_batch_at__gte=hour_ago)
+    if made.count() >= settings.BATCH_CREATIONS_PER_HOUR:
+        first = made.order_by("created_batch_at").values_list("created_batch_at", flat=True).first()
+        raise _HourlyLimit(f"The API allows {settings.BATCH_CREATIONS_PER_HOUR:,} batch creations an hour, and "
+                           f"this connection has made that many: resume after {first + timedelta(hours=1):%H:%M} "
+                           "UTC.")

@@ -146,7 +146,22 @@ def estimated_cost(batch: Batch) -> dict | None:
         return None
     cached = max(batch.cached_tokens or 0, 0)
     uncached = max((batch.input_tokens or 0) - cached, 0)
-    output = max(batch.output_tokens or 0, 0)
+    return _priced(price, uncached=uncached, cached=cached, output=max(batch.output_tokens or 0, 0))
+
+
+def estimated_cost_from_bytes(model: str, *, input_bytes: int, output_tokens: int | None = None,
+                              bytes_per_token: int = 4) -> dict | None:
+    """What a batch not yet run may cost: its input tokens guessed from the request lines' bytes (about
+    `bytes_per_token` a token; no tokenizer is used), plus `output_tokens` when there is a guess for them."""
+    price = price_for(model)
+    if price is None:
+        return None
+    tokens = -(-max(input_bytes, 0) // bytes_per_token)
+    cost = _priced(price, uncached=tokens, cached=0, output=max(output_tokens or 0, 0))
+    return {**cost, "input_tokens": tokens, "output_tokens": output_tokens, "basis": "bytes"}
+
+
+def _priced(price: dict, *, uncached: int, cached: int, output: int) -> dict:
     full = (uncached * price.get("input", 0) + cached * price.get("cached_input", price.get("input", 0))
             + output * price.get("output", 0)) / 1_000_000
     return {"usd": round(full * settings.BATCH_PRICE_DISCOUNT, 4), "discount": settings.BATCH_PRICE_DISCOUNT}

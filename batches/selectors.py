@@ -23,11 +23,14 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection as db
-from django.db.models import BooleanField, DateTimeField, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (Avg, BooleanField, Count, DateTimeField, Exists, F, IntegerField, OuterRef, Q, QuerySet,
+                              Subquery, Sum)
 
 from teams.models import OPERATOR, VIEWER, Team
 
-from .models import ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, AuditEvent, Batch, BatchCount, Connection
+from .models import (ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, ArchivedFile, AuditEvent, Batch, BatchCount,
+                     BatchRequest, Connection, RequestOutcome, SubmissionPart)
+from .retries import RETRYABLE
 
 # What a user may do with a batch, and the permission their role must hold for it.
 ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
@@ -401,3 +404,109 @@ def _values(cursor: str, keys) -> list | None:
         elif not isinstance(value, str) or "\x00" in value:
             return None
     return values
+
+
+# ----- retries and lineage ---------------------------------------------------------------------------------
+def retry_choices(batch: Batch) -> dict:
+    """What a retry of this batch can choose from: how many indexed requests of each retryable outcome, the
+    error codes among them with their counts, and whether the input is archived (the lines come from it)."""
+    names = {value: name for name, value in RETRYABLE.items()}
+    rows = BatchRequest.objects.filter(batch=batch, outcome__in=list(RETRYABLE.values()))
+    outcomes = {name: 0 for name in RETRYABLE}
+    for outcome, n in rows.order_by().values_list("outcome").annotate(n=Count("pk")):
+        outcomes[names[outcome]] = n
+    codes = list(rows.exclude(error_code="").order_by().values_list("error_code").annotate(n=Count("pk"))
+                 .order_by("-n", "error_code")[:50])
+    archived = ArchivedFile.objects.filter(batch=batch, kind="input", state=ArchivedFile.STORED).first()
+    return {"outcomes": outcomes, "codes": codes, "input_archived": archived is not None,
+            "indexed": BatchRequest.objects.filter(batch=batch).exists(),
+            "succeeded": BatchRequest.objects.filter(batch=batch, outcome=RequestOutcome.SUCCEEDED).count()}
+
+
+def retry_summary(batch: Batch, rows) -> dict:
+    """A chosen retry set: how many requests, how many have their input line in the archive, the bytes of
+    those lines, and the average output tokens of the batch's successes (for the cost estimate)."""
+    with_input = rows.filter(input_offset__isnull=False)
+    totals = with_input.aggregate(n=Count("pk"), size=Sum("input_length"))
+    average = (BatchRequest.objects.filter(batch=batch, outcome=RequestOutcome.SUCCEEDED, output_tokens__isnull=False)
+               .aggregate(a=Avg("output_tokens"))["a"])
+    count = totals["n"] or 0
+    requests = rows.count()
+    return {"requests": requests, "sendable": count, "left_out": requests - count, "bytes": (totals["size"] or 0) + count,
+            "output_tokens": round(average * count) if average is not None else None}
+
+
+def parent_batch(batch: Batch) -> Batch | None:
+    """The batch this one retries (it was made by a Batchboard retry of it), or None."""
+    part = (SubmissionPart.objects.filter(batch=batch, submission__parent__isnull=False)
+            .select_related("submission__parent__connection").first())
+    return part.submission.parent if part else None
+
+
+def child_batches(batch: Batch) -> list[Batch]:
+    """The batches made by retries of this one, oldest first."""
+    return list(Batch.objects.filter(submission_parts__submission__parent=batch).select_related("connection")
+                .order_by("created_at", "pk").distinct())
+
+
+def lineage(batch: Batch, *, limit: int = 200) -> dict:
+    """The family of a batch: its root (the first batch, which no retry made), every generation of retries
+    below it (at most `limit` batches), and per custom_id the latest outcome across the family."""
+    root, seen = batch, {batch.pk}
+    while (parent := parent_batch(root)) is not None and parent.pk not in seen:
+        root = parent
+        seen.add(root.pk)
+    generations, tree, known = [[root]], [], {root.pk}
+    level, depth = [root], 0
+    rows = [{"batch": root, "depth": 0, "generation": 0, "prefix": ""}]
+    while level and len(known) < limit:
+        depth += 1
+        nxt = []
+        for parent in level:
+            for child in child_batches(parent):
+                if child.pk not in known and len(known) < limit:
+                    known.add(child.pk)
+                    nxt.append(child)
+                    rows.append({"batch": child, "depth": depth, "generation": depth, "parent": parent,
+                                 "prefix": "↳ " * depth})
+        if nxt:
+            generations.append(nxt)
+        level = nxt
+    tree = _tree_order(rows)
+    return {"root": root, "generations": generations, "tree": tree,
+            "family": [b for generation in reversed(generations) for b in generation],
+            "outcomes": _family_outcomes(generations)}
+
+
+def _tree_order(rows: list[dict]) -> list[dict]:
+    """Depth-first: each batch followed by its retries."""
+    children: dict = {}
+    for row in rows[1:]:
+        children.setdefault(row["parent"].pk, []).append(row)
+    ordered, stack = [], [rows[0]]
+    while stack:
+        row = stack.pop()
+        ordered.append(row)
+        stack.extend(reversed(children.get(row["batch"].pk, [])))
+    return ordered
+
+
+def _family_outcomes(generations: list[list[Batch]]) -> dict:
+    """Per custom_id across the family: in which generation it first succeeded (0: the first time), or that it
+    never did. Read from the request index, one pass over the family's rows."""
+    generation_of = {b.pk: n for n, generation in enumerate(generations) for b in generation}
+    first_success: dict[str, int] = {}
+    everyone: set[str] = set()
+    rows = (BatchRequest.objects.filter(batch_id__in=list(generation_of)).values_list("batch_id", "custom_id", "outcome")
+            .iterator(chunk_size=5000))
+    for batch_pk, custom_id, outcome in rows:
+        everyone.add(custom_id)
+        if outcome == RequestOutcome.SUCCEEDED:
+            generation = generation_of[batch_pk]
+            if first_success.get(custom_id, generation + 1) > generation:
+                first_success[custom_id] = generation
+    by_generation = [0] * len(generations)
+    for generation in first_success.values():
+        by_generation[generation] += 1
+    return {"requests": len(everyone), "succeeded_by_generation": by_generation,
+            "still_failing": len(everyone) - len(first_success), "indexed": bool(everyone)}

@@ -12,7 +12,7 @@ from django.db.models import BooleanField, Case, Count, F, Value, When
 from django.utils import timezone
 
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
-                     BatchTransition, Connection, sort_columns)
+                     BatchTransition, Connection, SubmissionPart, sort_columns)
 from .payload import VISIBLE_FIELDS, batch_fields, search_text, visible_state
 from .results import request_error_codes
 
@@ -53,6 +53,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                     )
                     _write_history(batch, observed_at)
                     _count_changes({_bucket(batch): 1})
+                    link_submission(batch)
                     bump_data_version(connection)
                 return batch, "new"
             except IntegrityError:
@@ -110,10 +111,26 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             BatchTransition.objects.bulk_create(
                 [t for batch in rows for t in _transitions(batch, observed_at)], ignore_conflicts=True)
             _count_changes(Counter(_bucket(batch) for batch in rows))
+            for batch in rows:
+                link_submission(batch)
             bump_data_version(connection)
     except IntegrityError:
         return None
     return rows
+
+
+def link_submission(batch: Batch) -> bool:
+    """A batch created from Batchboard names its submission part in its metadata (`batchboard_intent`): link
+    them, whoever stores it first (the create's answer, or a sync that found it after that answer was lost).
+    This is where the lineage is made, and the one place. Returns whether a part was linked now."""
+    intent = batch.metadata.get("batchboard_intent") if isinstance(batch.metadata, dict) else None
+    token, _, number = intent.rpartition("-") if isinstance(intent, str) else ("", "", "")
+    if not token or not number.isdigit() or len(number) > 6:
+        return False
+    return bool(SubmissionPart.objects.filter(
+        submission__token=token, submission__connection_id=batch.connection_id, number=int(number),
+        batch__isnull=True).update(batch=batch, batch_id_text=batch.batch_id,
+                                   created_batch_at=timezone.now()))
 
 
 def touch_batches(batch_ids: list[int], *, observed_at: datetime) -> None:

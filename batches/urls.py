@@ -12,5 +12,10 @@ urlpatterns = [
     path(batch + "files/<str:kind>/", views.batch_download, name="batch-download"),
     path(batch + "cancel/", views.batch_cancel, name="batch-cancel"),
     path(batch + "refresh/", views.batch_refresh, name="batch-refresh"),
+    path(batch + "retry/", views.batch_retry, name="batch-retry"),
+    path(batch + "retry/file/", views.batch_retry_file, name="batch-retry-file"),
+    path(batch + "lineage/", views.batch_lineage, name="batch-lineage"),
+    path(batch + "lineage/results/<str:kind>/", views.batch_merged_results, name="batch-merged-results"),
+    path("batches/new/", views.batch_new, name="batch-new"),
     path("healthz", views.healthz, name="healthz"),
 ]

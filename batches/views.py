@@ -1,12 +1,15 @@
 import hashlib
+import itertools
 import json
 import re
+import secrets
 from datetime import date, timedelta
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -16,9 +19,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import actions, files, health, insights, selectors
+from . import actions, files, health, insights, retries, selectors, uploads
 from .client import ApiError, BatchApi, PermanentError
-from .models import FILE_KINDS, KNOWN_STATUSES, Batch
+from .models import FILE_KINDS, KNOWN_STATUSES, ArchivedFile, Batch, BatchRequest, Submission
 
 STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
     ("all_failed", "completed, all failed"), ("unknown", "unknown status")]
@@ -232,6 +235,10 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
         "version": version or _detail_version(batch),
         "now": now,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
+        "parent": selectors.parent_batch(batch),
+        "children": selectors.child_batches(batch),
+        "retryable": (BatchRequest.objects.filter(batch=batch, outcome__in=list(retries.RETRYABLE.values())).count()
+                      if can.get("submit") and can.get("content") and batch.is_terminal else 0),
     }
 
 
@@ -373,6 +380,283 @@ def _download_name(batch_id: str) -> str:
 def _file_problem(request, batch: Batch, kind: str, reason: str, status: int):
     return render(request, "batches/file_problem.html", {"batch": batch, "kind": kind, "reason": reason},
                   status=status)
+
+
+# ----- retry, lineage, merged results -------------------------------------------------------------
+_TOKEN = r"^[0-9a-f]{32}$"
+
+
+class RetryChoice(forms.Form):
+    outcomes = forms.MultipleChoiceField(choices=[("failed", "failed"), ("expired", "expired"),
+                                                  ("not_run", "not run")], required=False)
+    codes = forms.MultipleChoiceField(choices=[], required=False, label="Only these error codes")
+    token = forms.RegexField(_TOKEN, required=False)
+
+    def __init__(self, data, *, codes: list):
+        super().__init__(data)
+        self.fields["codes"].choices = [(code, code) for code, _ in codes]
+
+    def chosen(self) -> dict:
+        data = self.cleaned_data if self.is_valid() else {}
+        return {"outcomes": data.get("outcomes") or list(retries.RETRYABLE), "codes": data.get("codes") or []}
+
+
+def _retry_access(request, slug: str, batch_id: str) -> tuple[Batch, dict]:
+    """A retry sends the batch's request lines again: it needs submit_batch and view_request_content."""
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if not (can["submit"] and can["content"]):
+        raise PermissionDenied
+    return batch, can
+
+
+def _retry_plan(batch: Batch, data) -> dict:
+    choices = selectors.retry_choices(batch)
+    form = RetryChoice(data, codes=choices["codes"])
+    chosen = form.chosen()
+    rows = retries.retry_requests(batch, **chosen)
+    summary = selectors.retry_summary(batch, rows)
+    metadata, trimmed = retries.retry_metadata(batch)
+    return {"batch": batch, "choices": choices, "form": form, "chosen": chosen, "rows": rows, "summary": summary,
+            "metadata": retries.batch_metadata(metadata, "(one per batch)"), "metadata_pairs": metadata,
+            "trimmed": trimmed, "parts": -(-summary["sendable"] // settings.BATCH_MAX_REQUESTS) if summary["sendable"]
+            else 0, "cost": insights.estimated_cost_from_bytes(batch.model, input_bytes=summary["bytes"],
+                                                                  output_tokens=summary["output_tokens"])}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def batch_retry(request, slug: str, batch_id: str):
+    """GET: what a retry would send (the confirmation, with a token minted now); POST: send it, once."""
+    batch, can = _retry_access(request, slug, batch_id)
+    plan = _retry_plan(batch, request.POST if request.method == "POST" else request.GET)
+    if request.method == "GET":
+        preview = []
+        if plan["choices"]["input_archived"] and plan["summary"]["sendable"]:
+            preview = [line.decode("utf-8", "replace")[:400]
+                       for line in itertools.islice(retries.retry_lines(batch, plan["rows"]), 5)]
+        return render(request, "batches/retry.html", {**plan, "can": can, "preview": preview,
+                                                      "token": secrets.token_hex(16),
+                                                      "max_requests": settings.BATCH_MAX_REQUESTS})
+    token = plan["form"].cleaned_data.get("token") if plan["form"].is_valid() else ""
+    existing = Submission.objects.filter(token=token).first() if token else None
+    if not token or (existing and (existing.parent_id != batch.pk or existing.kind != Submission.RETRY)):
+        messages.error(request, "This confirmation is no longer valid: check the retry again.")
+        return redirect("batch-retry", batch.connection.slug, batch.batch_id)
+    if existing is None and not (plan["choices"]["input_archived"] and plan["summary"]["sendable"]):
+        messages.error(request, "Nothing to send: no chosen request has its input line in the archive.")
+        return redirect("batch-retry", batch.connection.slug, batch.batch_id)
+    submission, _ = actions.record_submission(
+        token=token, user=request.user, kind=Submission.RETRY, connection=batch.connection, parent=batch,
+        endpoint=batch.endpoint, model=batch.model, completion_window=batch.completion_window or "24h",
+        metadata=plan["metadata_pairs"], selection=plan["chosen"])
+    outcome = actions.submit(submission=submission, user=request.user)
+    level = messages.info if outcome.info else messages.success if outcome.ok else messages.error
+    level(request, outcome.message)
+    return redirect("batch-lineage", batch.connection.slug, batch.batch_id)
+
+
+@login_required
+@require_GET
+def batch_retry_file(request, slug: str, batch_id: str):
+    """The retry's lines as one JSONL file, for submitting elsewhere."""
+    batch, can = _retry_access(request, slug, batch_id)
+    plan = _retry_plan(batch, request.GET)
+    if not plan["choices"]["input_archived"]:
+        return _file_problem(request, batch, "retry", "The input file is not in the archive: there are no lines "
+                             "to copy.", 409)
+    actions.audit(user=request.user, action="download", batch=batch, detail="retry file",
+                  outcome=actions.Outcome(True, f"{plan['summary']['sendable']:,} request lines"))
+    response = StreamingHttpResponse(retries.retry_lines(batch, plan["rows"]), content_type="application/jsonl")
+    response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_retry.jsonl"'
+    return response
+
+
+@login_required
+@require_GET
+def batch_lineage(request, slug: str, batch_id: str):
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    family = selectors.lineage(batch)
+    submissions = list(Submission.objects.filter(parent__in=family["family"]).select_related("parent")
+                       .prefetch_related("parts")[:50])
+    outcomes = family["outcomes"]
+    return render(request, "batches/lineage.html", {
+        "batch": batch, "can": can, "lineage": family, "submissions": submissions,
+        "by_generation": list(enumerate(outcomes["succeeded_by_generation"])),
+        "missing": _merge_problem(family["family"]), "connection": batch.connection})
+
+
+def _merge_problem(family: list[Batch]) -> str:
+    """Why the family's results cannot be merged (a batch not archived and indexed yet), or ""."""
+    stored = set(ArchivedFile.objects.filter(batch__in=family, state=ArchivedFile.STORED)
+                 .values_list("batch_id", "kind"))
+    for batch in family:
+        if not BatchRequest.objects.filter(batch=batch).exists():
+            if batch.is_terminal:
+                return f"{batch.batch_id} is not indexed yet."
+            return f"{batch.batch_id} has not finished."
+        needed = set(BatchRequest.objects.filter(batch=batch, result_offset__isnull=False)
+                     .values_list("result_in_error_file", flat=True).distinct())
+        for in_error in needed:
+            if (batch.pk, "error" if in_error else "output") not in stored:
+                return f"The {'error' if in_error else 'output'} file of {batch.batch_id} is not in the archive."
+    return ""
+
+
+@login_required
+@require_GET
+def batch_merged_results(request, slug: str, batch_id: str, kind: str):
+    """The family's latest success for every custom_id (output), or the latest failure of those that never
+    succeeded (error), as one JSONL stream."""
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if not can["content"]:
+        raise PermissionDenied
+    if kind not in ("output", "error"):
+        return _file_problem(request, batch, kind, f"There is no “{kind}” kind of merged results.", 404)
+    family = selectors.lineage(batch)["family"]
+    if problem := _merge_problem(family):
+        return _file_problem(request, batch, kind, f"The results cannot be merged yet: {problem}", 409)
+    actions.audit(user=request.user, action="download", batch=batch, detail=f"merged {kind}",
+                  outcome=actions.Outcome(True, f"merged over {len(family)} batches"))
+    response = StreamingHttpResponse(retries.merged_lines(family, kind), content_type="application/jsonl")
+    response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_merged_{kind}.jsonl"'
+    return response
+
+
+# ----- submit a new batch --------------------------------------------------------------------------
+_STAGED_SALT = "batchboard.uploads.staged"
+_MAX_METADATA_ROWS = retries.METADATA_PAIRS - 1  # batchboard_intent takes one
+
+
+class UploadForm(forms.Form):
+    connection = forms.ChoiceField()
+    file = forms.FileField(label="JSONL file")
+
+    def __init__(self, *args, connections, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["connection"].choices = [(c.slug, c.name) for c in connections]
+
+
+class SubmitForm(forms.Form):
+    staged = forms.CharField(widget=forms.HiddenInput)
+    token = forms.RegexField(_TOKEN, widget=forms.HiddenInput)
+    completion_window = forms.ChoiceField(choices=[("24h", "24 hours")])
+    rows = forms.IntegerField(min_value=1, max_value=_MAX_METADATA_ROWS, required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, rows: int = 3, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.is_bound and (count := self.data.get("rows", "")).isdigit():
+            rows = min(max(int(count), 1), _MAX_METADATA_ROWS)
+        self.row_count = rows
+        for i in range(rows):
+            self.fields[f"key_{i}"] = forms.CharField(required=False, max_length=retries.METADATA_KEY_CHARS,
+                                                      label=f"Key {i + 1}", validators=[_decoded_text])
+            self.fields[f"value_{i}"] = forms.CharField(required=False, max_length=retries.METADATA_VALUE_CHARS,
+                                                        label=f"Value {i + 1}", strip=False)
+
+    def metadata_rows(self):
+        return [(self[f"key_{i}"], self[f"value_{i}"]) for i in range(self.row_count)]
+
+    def clean_staged(self):
+        try:
+            return signing.loads(self.cleaned_data["staged"], salt=_STAGED_SALT, max_age=86400)
+        except signing.BadSignature:
+            raise ValidationError("This upload has expired: upload the file again.") from None
+
+    def clean(self):
+        data = super().clean()
+        pairs, seen = [], set()
+        for i in range(self.row_count):
+            key, value = data.get(f"key_{i}", "").strip(), data.get(f"value_{i}", "")
+            if not key and not value:
+                continue
+            if not key:
+                self.add_error(f"key_{i}", "A value needs a key.")
+            elif key == retries.INTENT_KEY:
+                self.add_error(f"key_{i}", f"“{retries.INTENT_KEY}” is Batchboard's own key.")
+            elif key in seen:
+                self.add_error(f"key_{i}", "This key is already used above.")
+            else:
+                seen.add(key)
+                pairs.append([key, value])
+        data["metadata"] = pairs
+        return data
+
+
+def _submit_connections(user) -> list:
+    return [c for c in selectors.visible_connections(user) if selectors.rights(user, c)["submit"]]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def batch_new(request):
+    """Upload a JSONL file (checked line by line), preview it, then submit it as one batch or several."""
+    _require(request, "submit_batch")
+    connections = _submit_connections(request.user)
+    if not connections:
+        raise PermissionDenied
+    if request.method == "GET":
+        return render(request, "batches/new.html", {"form": UploadForm(connections=connections)})
+    if "staged" in request.POST:
+        return _submit_staged(request, connections)
+    form = UploadForm(request.POST, request.FILES, connections=connections)
+    if not form.is_valid():
+        return render(request, "batches/new.html", {"form": form}, status=400)
+    upload = form.cleaned_data["file"]
+    report = uploads.validate(upload.file, size=upload.size)
+    if not report.ok:
+        return render(request, "batches/new.html", {"form": form, "report": report}, status=400)
+    connection = next(c for c in connections if c.slug == form.cleaned_data["connection"])
+    staged = {"name": uploads.stage(upload.file), "filename": upload.name[:255], "connection": connection.slug,
+              "endpoint": report.endpoint, "model": report.model, "requests": report.requests,
+              "bytes": report.bytes, "parts": report.parts}
+    submit_form = SubmitForm(initial={"staged": signing.dumps(staged, salt=_STAGED_SALT),
+                                      "token": secrets.token_hex(16)})
+    return _preview(request, staged, report.preview, submit_form)
+
+
+def _preview(request, staged: dict, preview: list, form: SubmitForm, status: int = 200):
+    cost = insights.estimated_cost_from_bytes(staged["model"], input_bytes=staged["bytes"])
+    return render(request, "batches/new.html", {"staged": staged, "preview": preview, "submit_form": form,
+                                                "cost": cost, "max_requests": settings.BATCH_MAX_REQUESTS,
+                                                "max_bytes": settings.BATCH_MAX_BYTES}, status=status)
+
+
+def _submit_staged(request, connections):
+    form = SubmitForm(request.POST)
+    if "more" in request.POST or not form.is_valid():
+        staged = form.cleaned_data.get("staged") if hasattr(form, "cleaned_data") else None
+        if staged is None:
+            try:
+                staged = signing.loads(request.POST.get("staged", ""), salt=_STAGED_SALT, max_age=86400)
+            except signing.BadSignature:
+                messages.error(request, "This upload has expired: upload the file again.")
+                return redirect("batch-new")
+        if "more" in request.POST and form.row_count < _MAX_METADATA_ROWS:
+            data = request.POST.copy()
+            data["rows"] = str(form.row_count + 1)
+            form = SubmitForm(data)
+            form.errors.clear()
+        return _preview(request, staged, [], form, status=200 if "more" in request.POST else 400)
+    staged = form.cleaned_data["staged"]
+    connection = next((c for c in connections if c.slug == staged["connection"]), None)
+    if connection is None:
+        raise PermissionDenied
+    existing = Submission.objects.filter(token=form.cleaned_data["token"]).first()
+    if existing and (existing.kind != Submission.UPLOAD or existing.source != staged["name"]):
+        messages.error(request, "This confirmation is no longer valid: upload the file again.")
+        return redirect("batch-new")
+    submission, _ = actions.record_submission(
+        token=form.cleaned_data["token"], user=request.user, kind=Submission.UPLOAD, connection=connection,
+        endpoint=staged["endpoint"], model=staged["model"], completion_window=form.cleaned_data["completion_window"],
+        metadata=form.cleaned_data["metadata"], filename=staged["filename"], source=staged["name"],
+        requests=staged["requests"], bytes=staged["bytes"])
+    outcome = actions.submit(submission=submission, user=request.user)
+    level = messages.info if outcome.info else messages.success if outcome.ok else messages.error
+    level(request, outcome.message)
+    first = submission.parts.filter(batch__isnull=False).select_related("batch__connection").first()
+    if outcome.ok and first is not None:
+        return redirect("batch-detail", first.batch.connection.slug, first.batch.batch_id)
+    return _preview(request, staged, [], form, status=200)  # the same token: submitting again resumes
 
 
 # ----- health ------------------------------------------------------------------------------------

@@ -17,6 +17,13 @@ MATRIX = {
     "batch-download": {"GET": (302, 403, 403, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "batch-cancel": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 302, 302)},
     "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 302, 302)},
+    # retries and uploads need submit_batch (and request content): Operators and Admins. The batch here is
+    # running and not archived, so a retry file or merged results answer 409, and an empty upload 400.
+    "batch-retry": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 302, 302)},
+    "batch-retry-file": {"GET": (302, 403, 403, 409, 409), "POST": (302, 405, 405, 405, 405)},
+    "batch-lineage": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-merged-results": {"GET": (302, 403, 403, 409, 409), "POST": (302, 405, 405, 405, 405)},
+    "batch-new": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 400, 400)},
     "healthz": {"GET": (200, 200, 200, 200, 200), "POST": (405, 405, 405, 405, 405)},
     "login": {"GET": (200, 302, 302, 302, 302)},
     "logout": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
@@ -32,7 +39,9 @@ def _url(name: str, batch) -> str:
     kwargs = {"slug": batch.connection.slug, "batch_id": batch.batch_id}
     if name == "batch-download":
         kwargs["kind"] = "input"
-    if name.startswith("batch-") and name != "batch-list":
+    if name == "batch-merged-results":
+        kwargs["kind"] = "output"
+    if name.startswith("batch-") and name not in ("batch-list", "batch-new"):
         return reverse(name, kwargs=kwargs)
     return reverse(name)
 
@@ -59,7 +68,7 @@ def test_the_matrix_holds_for_a_batch_whose_id_is_path_like(client, login, synce
     odd, _ = store_batch(synced_batch.connection, {**synced_batch.raw, "id": "gw/batch/../42"})
     login(role)
     for name, methods in MATRIX.items():
-        if name.startswith("batch-") and name != "batch-list":
+        if name.startswith("batch-") and name not in ("batch-list", "batch-new"):
             for method, expected in methods.items():
                 response = getattr(client, method.lower())(_url(name, odd))
                 assert response.status_code == expected[ROLES.index(role)], (name, method)
@@ -73,6 +82,10 @@ ANOTHER_TEAMS_BATCH = {  # a batch of a connection the user cannot see: 404, so 
     "batch-download": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
     "batch-cancel": {"GET": (302, 403, 404, 404, 404), "POST": (302, 403, 404, 404, 404)},
     "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 404, 404, 404)},
+    "batch-retry": {"GET": (302, 403, 404, 404, 404), "POST": (302, 403, 404, 404, 404)},
+    "batch-retry-file": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-lineage": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-merged-results": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
 }
 VIEWER_CEILING = {  # the team's grant caps every role at viewer: read, nothing else
     "batch-detail": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
@@ -80,6 +93,11 @@ VIEWER_CEILING = {  # the team's grant caps every role at viewer: read, nothing 
     "batch-download": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
     "batch-cancel": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},
     "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 403)},
+    "batch-retry": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},
+    "batch-retry-file": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
+    "batch-lineage": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-merged-results": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
+    "batch-new": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},  # no connection to send to
 }
 TEAM_MATRIX = {("Red", "sim"): MATRIX, ("Red", "other"): ANOTHER_TEAMS_BATCH, ("Blue", "other"): VIEWER_CEILING}
 
