@@ -194,21 +194,18 @@ def archive_storage(settings, tmp_path):
 
 
 @pytest.fixture
-def archived_batch(connection, simulator, archive_storage):
-    """archived_batch(status, **spec): a batch injected into the simulator (POST /_sim/batches fields), stored,
-    and its files streamed over HTTP into the archive storage, each an ArchivedFile in state "stored"."""
+def archive_files(connection, simulator, archive_storage):
+    """archive_files(batch): the batch's files streamed over HTTP from the simulator into the archive storage,
+    each an ArchivedFile in state "stored" (what the archive copy task leaves)."""
     import hashlib
 
     import requests
     from django.core.files import File
     from django.utils import timezone
 
-    from batches.models import ArchivedFile, Batch
-    from batches.store import store_batch
+    from batches.models import ArchivedFile
 
-    def _archived_batch(status: str = "completed", **spec) -> Batch:
-        spec.setdefault("created_at", simulator.simulator.clock.now() - 3 * 86400)
-        batch, _ = store_batch(connection, simulator.inject_batch(status, **spec))
+    def _archive_files(batch):
         for kind in ("input", "output", "error"):
             file_id = batch.file_id(kind)
             if not file_id:
@@ -221,5 +218,19 @@ def archived_batch(connection, simulator, archive_storage):
             ArchivedFile.objects.create(batch=batch, kind=kind, file_id=file_id, state=ArchivedFile.STORED,
                                         name=name, bytes=archive_storage.size(name), stored_at=timezone.now())
         return batch
+
+    return _archive_files
+
+
+@pytest.fixture
+def archived_batch(connection, simulator, archive_files):
+    """archived_batch(status, **spec): a batch injected into the simulator (POST /_sim/batches fields), stored,
+    and its files streamed over HTTP into the archive storage, each an ArchivedFile in state "stored"."""
+    from batches.store import store_batch
+
+    def _archived_batch(status: str = "completed", **spec):
+        spec.setdefault("created_at", simulator.simulator.clock.now() - 3 * 86400)
+        batch, _ = store_batch(connection, simulator.inject_batch(status, **spec))
+        return archive_files(batch)
 
     return _archived_batch
