@@ -46,6 +46,7 @@ bench-smoke: $(VENV)/.dev | var
 	$(BIN)/python bench/pages.py --batches 300 --snapshots 3000 --detail-snapshots 500 --rounds 1
 	$(BIN)/python bench/download.py --megabytes 5
 	$(BIN)/python bench/results.py --requests 2000 --megabytes 8
+	$(BIN)/python bench/retry.py --requests 2000 --megabytes 8
 	$(BIN)/python bench/import_budget.py --batches 600 --latency-ms 20 --budget 0.3
 	$(BIN)/python bench/freshness.py --changes 2 --max-minutes 1
 	$(BIN)/python bench/scale_out.py --connections 2 --batches 200 --active 5 --workers 1 --minutes 0.3
