@@ -232,6 +232,7 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
         "version": version or _detail_version(batch),
         "now": now,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
+        "archived": archive.copies_by_kind(batch) if batch.is_terminal else {},
     }
 
 
@@ -278,6 +279,9 @@ def batch_files(request, slug: str, batch_id: str):
     call here); the panel polls until they are all there."""
     batch, can = _get_batch_for_user(request, slug, batch_id)
     context = {"batch": batch, "can": can, **files.panel(batch)}
+    copies = archive.copies_by_kind(batch)
+    for row in context["files"]:
+        row["archive"] = copies.get(row["kind"])
     template = "batches/files.html#batch-files" if request.htmx else "batches/files.html"
     return render(request, template, context)
 

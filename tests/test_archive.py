@@ -16,6 +16,7 @@ from batches.models import ArchivedFile, BatchRequest, RequestOutcome
 from batches.store import store_batch
 from batches.sync import sync_connection
 from tests import payloads
+from tests.conftest import SIM_KEY
 from tests.fileserver import FileServer
 from tests.simclient import call, control
 
@@ -144,6 +145,18 @@ def test_a_copy_gives_up_after_archive_max_attempts(connection, file_server, arc
     assert run_archive(now=timezone.now() + timedelta(days=365)) == {}
 
 
+def test_a_failed_copy_shows_on_the_batch_page_with_a_safe_message(client, login, connection, file_server,
+                                                                  archive_dir, run_archive, settings):
+    settings.ARCHIVE_FILES = "results"
+    batch = _seen_finishing(connection, output_file_id="file-out")
+    run_archive()
+    login("viewer")
+    page = client.get(f"/batches/sim/{batch.batch_id}/").content.decode()
+    assert (f"archive failed: the API sent {len(CONTENT):,} bytes, not the {len(CONTENT) + 5:,} bytes its file "
+            "metadata announces (attempt 1, trying again <time") in page
+    assert SIM_KEY not in page
+
+
 def test_a_file_the_api_deleted_before_it_was_copied_is_gone_and_never_retried(finished_batch, simulator,
                                                                                archive_dir, run_archive,
                                                                                archive_queue):
@@ -230,6 +243,22 @@ def test_retention_removes_old_copies_and_marks_them_removed_keeping_their_index
     assert len(_files_in(archive_dir)) == 2
     assert BatchRequest.objects.filter(batch=finished_batch).count() == 1
     assert archive.remove_expired_copies(now=timezone.now() + timedelta(days=31)) == 2
+
+
+def test_the_batch_page_and_its_files_panel_say_which_files_are_archived(client, login, finished_batch, simulator,
+                                                                         archive_dir, run_archive):
+    from batches.files import read_batch_files
+
+    login("operator")
+    detail, panel = f"/batches/sim/{finished_batch.batch_id}/", f"/batches/sim/{finished_batch.batch_id}/files/"
+    assert client.get(detail).content.decode().count("archiving…") == 3
+    run_archive()
+    assert client.get(detail).content.decode().count(">archived</span>") == 3
+    simulator.advance(40 * 86400)
+    read_batch_files(finished_batch.pk)  # the files queue finds the API's files deleted
+    files = client.get(panel, HTTP_HX_REQUEST="true").content.decode()
+    assert files.count(">archived</span>") == 3 and files.count("expired or deleted") == 3
+    assert files.count(">Download</a>") == 3  # from the archive
 
 
 def test_a_large_file_is_copied_with_bounded_memory(connection, simulator, sim_clock, archive_dir, run_archive,
