@@ -98,17 +98,39 @@ def refresh(*, batch: Batch, user) -> Outcome:
 
 
 class Download:
-    """A file on its way from the API to a user, holding one of its connection's stream slots. Iterate for the
-    bytes; the WSGI server calls close() when the response ends, however it ends, and that audits the download
-    once with its outcome (completed, or cut and why) and the bytes sent, and gives the slot back."""
+    """A file on its way to a user, from the API (holding one of its connection's stream slots) or from the
+    archive (which needs no slot). Iterate for the bytes; the WSGI server calls close() when the response ends,
+    however it ends, and that audits the download once with its outcome (completed, or cut and why), the bytes
+    sent and where they came from, and gives the slot back."""
 
-    def __init__(self, *, batch: Batch, kind: str, user, api: BatchApi, upstream: requests.Response, slot: str):
+    def __init__(self, *, batch: Batch, kind: str, user, api: BatchApi | None = None,
+                 upstream: requests.Response | None = None, slot: str | None = None, stored=None, first: bytes = b""):
         self.batch, self.kind, self.user, self.api, self.upstream, self.slot = batch, kind, user, api, upstream, slot
-        self.chunks = stream_chunks(upstream, chunk_size=settings.DOWNLOAD_CHUNK_BYTES)
+        self.stored = stored  # the archive's stream, its first chunk already read
+        self.source = "api" if stored is None else "archive"
+        if stored is None:
+            self.chunks = stream_chunks(upstream, chunk_size=settings.DOWNLOAD_CHUNK_BYTES)
+        else:
+            self.chunks = _first_then(first, stored)
         self.sent = self.handed = 0
-        self.ending = "the client went away"  # unless the API's stream ends first
+        self.ending = "the client went away"  # unless the stream ends first
         self.renewed = time.monotonic()
         self.closed = False
+
+    @classmethod
+    def from_archive(cls, *, batch: Batch, kind: str, user, archived) -> "Download | None":
+        """The archived copy as a download, or None when it cannot be read (logged): the API serves it then,
+        if it still has it. Its first chunk is read here, so that an unreadable copy is known before a
+        response starts."""
+        chunks = archive.stream(archived, chunk_size=settings.DOWNLOAD_CHUNK_BYTES)
+        try:
+            first = next(chunks, b"")
+        except Exception:  # noqa: BLE001 - a missing object, a storage outage
+            log.warning("The archived %s file of %s could not be read; asking the API", kind, batch.batch_id,
+                        exc_info=True)
+            chunks.close()
+            return None
+        return cls(batch=batch, kind=kind, user=user, stored=chunks, first=first)
 
     def __iter__(self) -> "Download":
         return self
@@ -116,7 +138,7 @@ class Download:
     def __next__(self) -> bytes:
         self.sent += self.handed  # the server asks for more only once it has sent the chunk it had
         self.handed = 0
-        if time.monotonic() - self.renewed > files.STREAM_SLOT_RENEW_SECONDS:
+        if self.slot and time.monotonic() - self.renewed > files.STREAM_SLOT_RENEW_SECONDS:
             files.renew_stream_slot(self.slot)
             self.renewed = time.monotonic()
         try:
@@ -127,6 +149,11 @@ class Download:
         except TransientError as exc:
             self.ending = exc.message
             raise
+        except Exception as exc:
+            if self.source != "archive":
+                raise
+            self.ending = f"the archive could not be read ({type(exc).__name__})"
+            raise
         self.handed = len(chunk)
         return chunk
 
@@ -134,18 +161,30 @@ class Download:
         if self.closed:
             return
         self.closed = True
-        self.upstream.close()
-        self.api.close()
-        files.give_back_stream_slot(self.slot)
-        file_id, request_id = self.batch.file_id(self.kind), self.upstream.headers.get("x-request-id", "")
-        if self.ending:
-            outcome = Outcome(False, f"{file_id}: cut after {self.sent:,} bytes sent: {self.ending}", request_id)
+        if self.source == "archive":
+            self.stored.close()
         else:
-            outcome = Outcome(True, f"{file_id}: completed, {self.sent:,} bytes sent", request_id)
+            self.upstream.close()
+            self.api.close()
+            files.give_back_stream_slot(self.slot)
+        file_id = self.batch.file_id(self.kind)
+        request_id = self.upstream.headers.get("x-request-id", "") if self.upstream is not None else ""
+        source = " from the archive" if self.source == "archive" else ""
+        if self.ending:
+            outcome = Outcome(False, f"{file_id}: cut after {self.sent:,} bytes sent{source}: {self.ending}",
+                              request_id)
+        else:
+            outcome = Outcome(True, f"{file_id}: completed{source}, {self.sent:,} bytes sent", request_id)
         try:
             audit(user=self.user, action="download", batch=self.batch, detail=self.kind, outcome=outcome)
         except Exception:  # Django swallows errors of close(): say it here
             log.exception("The download of %s could not be audited: %s", file_id, outcome.message)
+
+
+def _first_then(first: bytes, rest):
+    if first:
+        yield first
+    yield from rest
 
 
 # ----- submitting batches (retries and uploads) ------------------------------------------------------------

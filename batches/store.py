@@ -11,6 +11,7 @@ from django.db import IntegrityError, connection as db, transaction
 from django.db.models import BooleanField, Case, Count, F, Value, When
 from django.utils import timezone
 
+from .archive import plan_copies
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
                      BatchTransition, Connection, SubmissionPart, sort_columns)
 from .payload import VISIBLE_FIELDS, batch_fields, search_text, visible_state
@@ -54,6 +55,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                     _write_history(batch, observed_at)
                     _count_changes({_bucket(batch): 1})
                     link_submission(batch)
+                    plan_copies(batch, was=None, now=observed_at)
                     bump_data_version(connection)
                 return batch, "new"
             except IntegrityError:
@@ -76,10 +78,12 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             if not updated:
                 continue  # somebody changed it between our read and write: read again
             before = _bucket(batch)  # the row had this version, so these values
+            was = batch.status
             batch.refresh_from_db()
             _write_history(batch, observed_at)
             if _bucket(batch) != before:
                 _count_changes({_bucket(batch): 1, before: -1})
+            plan_copies(batch, was=was, now=observed_at)
             bump_data_version(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
@@ -113,6 +117,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             _count_changes(Counter(_bucket(batch) for batch in rows))
             for batch in rows:
                 link_submission(batch)
+                plan_copies(batch, was=None, now=observed_at)
             bump_data_version(connection)
     except IntegrityError:
         return None

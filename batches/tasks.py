@@ -1,10 +1,11 @@
-"""Celery tasks: a decorator and one call into batches/sync.py (or files.py, retention.py) each."""
+"""Celery tasks: a decorator and one call into batches/sync.py (or files.py, retention.py, archive.py, results.py)
+each."""
 
 from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from . import files, retention, sync
+from . import archive, files, results, retention, sync
 
 _LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_SOFT_TIME_LIMIT}
 # The database unreachable for a moment: try again shortly instead of dropping the work.
@@ -41,3 +42,30 @@ _FILE_SOFT_LIMIT = int(settings.ERROR_FILE_SCAN_SECONDS + 4 * settings.API_CALL_
              time_limit=_FILE_SOFT_LIMIT + 30, **_DB_RETRY)
 def read_batch_files(batch_pk: int) -> None:
     files.read_batch_files(batch_pk)
+
+
+# ----- the archive (the `archive` queue, see CELERY_TASK_ROUTES) --------------------------------------------
+@shared_task(ignore_result=True, acks_late=True, expires=settings.ARCHIVE_TICK_SECONDS, **_DB_RETRY)
+def archive_due_files() -> None:
+    for archived_pk, claimed_until in archive.claim_due_files():
+        archive_file.delay(archived_pk, claimed_until)
+
+
+# The download stops itself after ARCHIVE_COPY_SECONDS; the limits leave time to store it, and only catch a bug.
+_COPY_SOFT_LIMIT = int(settings.ARCHIVE_COPY_SECONDS + 600)
+
+
+@shared_task(ignore_result=True, acks_late=True, expires=archive.QUEUED_SECONDS, soft_time_limit=_COPY_SOFT_LIMIT,
+             time_limit=_COPY_SOFT_LIMIT + 60, **_DB_RETRY)
+def archive_file(archived_pk: int, claimed_until: str) -> str:
+    return archive.copy_file(archived_pk, claimed_until=claimed_until)
+
+
+@shared_task(ignore_result=True, acks_late=True, **_DB_RETRY)
+def remove_expired_archive_copies() -> int:
+    return archive.remove_expired_copies()
+
+
+@shared_task(ignore_result=True, acks_late=True, **_DB_RETRY)
+def index_batch_requests(batch_pk: int) -> None:
+    results.index_batch(batch_pk)

@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import actions, files, health, insights, retries, selectors, uploads
+from . import actions, archive, files, health, insights, retries, selectors, uploads
 from .client import ApiError, BatchApi, PermanentError
 from .models import FILE_KINDS, KNOWN_STATUSES, ArchivedFile, Batch, BatchRequest, Submission
 
@@ -239,6 +239,7 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
         "children": selectors.child_batches(batch),
         "retryable": (BatchRequest.objects.filter(batch=batch, outcome__in=list(retries.RETRYABLE.values())).count()
                       if can.get("submit") and can.get("content") and batch.is_terminal else 0),
+        "archived": archive.copies_by_kind(batch) if batch.is_terminal else {},
     }
 
 
@@ -285,6 +286,9 @@ def batch_files(request, slug: str, batch_id: str):
     call here); the panel polls until they are all there."""
     batch, can = _get_batch_for_user(request, slug, batch_id)
     context = {"batch": batch, "can": can, **files.panel(batch)}
+    copies = archive.copies_by_kind(batch)
+    for row in context["files"]:
+        row["archive"] = copies.get(row["kind"])
     template = "batches/files.html#batch-files" if request.htmx else "batches/files.html"
     return render(request, template, context)
 
@@ -335,6 +339,11 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
         reason = ("This batch has no output file: none of its requests succeeded." if kind == "output"
                   and batch.is_terminal else f"This batch has no {kind} file (yet).")
         return _file_problem(request, batch, kind, reason, 404)
+    # The archive's copy first: it outlives the API's, and needs neither the key nor a stream slot.
+    archived = archive.stored_copy(batch, kind)
+    if archived and (download := actions.Download.from_archive(batch=batch, kind=kind, user=request.user,
+                                                               archived=archived)):
+        return _download_response(download, batch, kind, length=archived.bytes)
     if problem := actions.key_problem(batch.connection):
         actions.audit(user=request.user, action="download", batch=batch, detail=kind,
                       outcome=actions.Outcome(False, problem))
@@ -361,10 +370,16 @@ def batch_download(request, slug: str, batch_id: str, kind: str):
                       outcome=actions.Outcome(False, reason, exc.request_id))
         return _file_problem(request, batch, kind, reason, 404 if expired else 502)
     download = actions.Download(batch=batch, kind=kind, user=request.user, api=api, upstream=upstream, slot=slot)
+    length = upstream.headers.get("Content-Length", "")
+    return _download_response(download, batch, kind, length=int(length) if length.isdigit() else None)
+
+
+def _download_response(download: actions.Download, batch: Batch, kind: str, *, length: int | None):
     response = StreamingHttpResponse(download, content_type="application/jsonl")
     response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_{kind}.jsonl"'
-    if upstream.headers.get("Content-Length", "").isdigit():
-        response["Content-Length"] = upstream.headers["Content-Length"]
+    response["X-Batchboard-Source"] = download.source  # archive or api
+    if length is not None:
+        response["Content-Length"] = str(length)
     return response
 
 

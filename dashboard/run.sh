@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Started by `make run`: the simulator (when no OPENAI_API_KEY), a Celery worker with beat (syncs), a worker
-# for the `files` queue (error-file scans, file metadata), and the web server, in the foreground. Ctrl-C stops
-# every one of them.
+# for the `files` queue (error-file scans, file metadata), one for the `archive` queue (copies of finished
+# batches' files, their cleanup, the request index), and the web server, in the foreground. Ctrl-C stops every
+# one of them.
 set -euo pipefail
 trap 'trap - INT TERM EXIT; kill 0 2>/dev/null; wait 2>/dev/null' INT TERM EXIT
 
@@ -12,6 +13,7 @@ fi
 "$BIN/celery" -A dashboard worker -B --loglevel INFO --concurrency 2 \
   --schedule var/celerybeat-schedule --hostname "batchboard@%h" &
 "$BIN/celery" -A dashboard worker -Q files --loglevel INFO --concurrency 1 --hostname "files@%h" &
+"$BIN/celery" -A dashboard worker -Q archive --loglevel INFO --concurrency 1 --hostname "archive@%h" &
 "$BIN/python" manage.py runserver --noreload "$HOST:$PORT" &
 
 sleep 2

@@ -250,6 +250,10 @@ CELERY_TIMEZONE = "UTC"
 # Reads of API files (error-file scans, file metadata) have their own queue, so they never hold up a sync:
 # run a worker for it (`-Q files`), see the README's Production section.
 CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "files"}}
+# Archive copies, their cleanup and the request index have theirs (`-Q archive`): a 200 MB copy never waits on
+# syncs, nor a sync on it.
+CELERY_TASK_ROUTES.update({f"batches.tasks.{name}": {"queue": "archive"} for name in (
+    "archive_file", "remove_expired_archive_copies", "index_batch_requests")})
 # How often beat looks for due connections; a connection due within half a tick is synced at once.
 SYNC_TICK_SECONDS = env_number("SYNC_TICK_SECONDS", 2.0, minimum=0.1, cast=float)
 CELERY_BEAT_SCHEDULE = {
@@ -324,6 +328,20 @@ ARCHIVE_BACKFILL_DAYS = env_number("ARCHIVE_BACKFILL_DAYS", 0, cast=float)
 # Copies older than this are removed (0 keeps them forever); their index rows stay, marked "body expired".
 ARCHIVE_RETENTION_DAYS = env_number("ARCHIVE_RETENTION_DAYS", 0, cast=float)
 ARCHIVE_ROOT = Path(os.environ.get("ARCHIVE_ROOT", VAR_DIR / "archive"))
+# A copy is streamed to a temporary file here while it is hashed and counted, then stored in one step. On the
+# filesystem storage that step is a rename, so this must be on the same filesystem as ARCHIVE_ROOT.
+ARCHIVE_TMP_DIR = Path(os.environ.get("ARCHIVE_TMP_DIR", ARCHIVE_ROOT / ".incoming"))
+# How often beat looks for copies due (new ones, and retries whose backoff has passed).
+ARCHIVE_TICK_SECONDS = env_number("ARCHIVE_TICK_SECONDS", 30.0, minimum=1, cast=float)
+# One copy's download is cut after this long (and retried later), whatever the pace.
+ARCHIVE_COPY_SECONDS = env_number("ARCHIVE_COPY_SECONDS", 1800.0, minimum=1, cast=float)
+# A failed copy is tried again after this, doubling up to 6 hours, at most ARCHIVE_MAX_ATTEMPTS times in all.
+ARCHIVE_RETRY_SECONDS = env_number("ARCHIVE_RETRY_SECONDS", 60.0, cast=float)
+ARCHIVE_MAX_ATTEMPTS = env_number("ARCHIVE_MAX_ATTEMPTS", 10, minimum=1)
+CELERY_BEAT_SCHEDULE["archive-due-files"] = {"task": "batches.tasks.archive_due_files",
+                                             "schedule": ARCHIVE_TICK_SECONDS, "options": {"expires": ARCHIVE_TICK_SECONDS}}
+CELERY_BEAT_SCHEDULE["remove-expired-archive-copies"] = {"task": "batches.tasks.remove_expired_archive_copies",
+                                                         "schedule": 3600.0}
 # With ARCHIVE_S3_BUCKET the archive is that S3-compatible bucket (django-storages); credentials from the
 # environment only, and files reach browsers through Django, never by a public or pre-signed URL.
 ARCHIVE_S3_BUCKET = os.environ.get("ARCHIVE_S3_BUCKET", "")

@@ -183,11 +183,86 @@ def browser():
             chromium.close()
 
 
+# ----- the archive -------------------------------------------------------------------------------------------
 @pytest.fixture
-def archive_storage(settings, tmp_path):
-    """STORAGES["archive"] in a directory of this test's own."""
+def archive_dir(settings, tmp_path):
+    """The archive (the filesystem storage, as by default) in a temporary directory; returns its root."""
+    root = tmp_path / "archive"
+    settings.ARCHIVE_ROOT, settings.ARCHIVE_TMP_DIR = root, root / ".incoming"
     settings.STORAGES = {**settings.STORAGES, "archive": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path / "archive"}}}
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": root, "directory_permissions_mode": 0o700, "file_permissions_mode": 0o600}}}
+    return root
+
+
+@pytest.fixture
+def run_archive(db):
+    """What beat and the archive queue's worker do: claim the copies due (at `now`, by default now) and run
+    each. Returns {row id: what happened}."""
+    from batches import archive
+
+    def run(now=None) -> dict:
+        return {pk: archive.copy_file(pk, claimed_until=claim) for pk, claim in archive.claim_due_files(now=now)}
+
+    return run
+
+
+@pytest.fixture
+def see_batch_finish(connection, simulator):
+    """see_batch_finish(**spec) injects a running batch into the simulator (spec as for inject_batch), stores it,
+    lets 7 simulated hours pass and stores it again, finished: a batch Batchboard saw finishing."""
+    from batches.sync import refresh_batch
+
+    def see(**spec):
+        payload = simulator.inject_batch("in_progress", **spec)
+        refresh_batch(connection=connection, batch_id=payload["id"])
+        simulator.advance(7 * 3600)
+        batch, _ = refresh_batch(connection=connection, batch_id=payload["id"])
+        assert batch.is_terminal
+        return batch
+
+    return see
+
+
+@pytest.fixture
+def finished_batch(see_batch_finish):
+    """A batch Batchboard saw finishing: 400 requests, 10% failed, so it has an input, an output and an error
+    file, each with a row due in the archive (ARCHIVE_FILES=all)."""
+    batch = see_batch_finish(lines=400, fail_share=0.1)
+    assert batch.status == "completed" and batch.output_file_id and batch.error_file_id
+    return batch
+
+
+@pytest.fixture
+def archive_queue():
+    """The test broker's archive queue, emptied first; returns a function that takes the messages out of it, as
+    (task name, arguments) pairs."""
+    from dashboard.celery import app
+
+    name = "batchboard-test-archive"
+
+    def take() -> list[tuple[str, list]]:
+        taken = []
+        with app.connection_for_write() as broker:
+            queue = broker.SimpleQueue(name, no_ack=True)
+            try:
+                while True:
+                    try:
+                        message = queue.get(block=False)
+                    except queue.Empty:
+                        return taken
+                    taken.append((message.headers["task"], message.payload[0]))
+            finally:
+                queue.close()
+
+    take()
+    yield take
+    take()
+
+
+@pytest.fixture
+def archive_storage(archive_dir):
+    """STORAGES["archive"] in a directory of this test's own."""
     from batches.archive import storage
 
     return storage()
@@ -215,8 +290,9 @@ def archive_files(connection, simulator, archive_storage):
                 response.raise_for_status()
                 name = archive_storage.save(hashlib.sha256(file_id.encode()).hexdigest() + ".jsonl",
                                             File(response.raw))
-            ArchivedFile.objects.create(batch=batch, kind=kind, file_id=file_id, state=ArchivedFile.STORED,
-                                        name=name, bytes=archive_storage.size(name), stored_at=timezone.now())
+            ArchivedFile.objects.update_or_create(batch=batch, kind=kind, defaults=dict(
+                file_id=file_id, state=ArchivedFile.STORED, name=name, bytes=archive_storage.size(name),
+                stored_at=timezone.now()))
         return batch
 
     return _archive_files

@@ -8,6 +8,10 @@ os.environ.setdefault("BATCHBOARD_ENCRYPTION_KEYS", "dGVzdC1vbmx5LWtleS10ZXN0LW9
 os.environ.setdefault("CELERY_BROKER_URL", "sqla+sqlite:///" + os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-celery-broker.sqlite3"))
 
+# Tests that copy files into the archive give it a temporary directory; the others never write into var/archive.
+os.environ.setdefault("ARCHIVE_ROOT", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-archive"))
+
 from dashboard.settings import *  # noqa: E402,F403
 
 # Subprocesses started by tests (a Celery worker, say) must open the test database, not the real one.
@@ -16,6 +20,8 @@ if os.environ.get("BATCHBOARD_USE_TEST_DATABASE"):
 
 CELERY_TASK_DEFAULT_QUEUE = "batchboard-test"
 CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "batchboard-test-files"}}
+CELERY_TASK_ROUTES.update({f"batches.tasks.{name}": {"queue": "batchboard-test-archive"} for name in (
+    "archive_file", "remove_expired_archive_copies", "index_batch_requests")})
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 API_CONNECT_TIMEOUT = 2.0
 API_READ_TIMEOUT = 2.0

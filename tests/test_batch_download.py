@@ -1,5 +1,6 @@
-"""Downloads (`/batches/<connection>/<id>/files/<kind>/`): streamed from the API, cut when the API is too slow,
-capped per connection, and audited once with their outcome when the stream ends."""
+"""Downloads (`/batches/<connection>/<id>/files/<kind>/`): from the archive when it holds the file, otherwise
+streamed from the API, cut when the API is too slow and capped per connection; audited once with their outcome
+and their source when the stream ends."""
 
 import pytest
 
@@ -133,3 +134,100 @@ def test_download_with_an_unreadable_key_says_to_enter_it_again(client, operator
     assert lost_key in page and "the connection&#x27;s page in the admin" in page
     event = synced_batch.audit_events.get()
     assert (event.action, event.detail, event.ok) == ("download", "input", False) and lost_key in event.result
+
+
+# ----- from the archive ------------------------------------------------------------------------------------
+def _api_status(simulator, file_id: str) -> int:
+    from tests.simclient import call
+
+    return call(simulator, "GET", f"/files/{file_id}/content").status_code
+
+
+def _api_bytes(simulator, file_id: str) -> bytes:
+    from tests.simclient import call
+
+    response = call(simulator, "GET", f"/files/{file_id}/content")
+    assert response.status_code == 200
+    return response.content
+
+
+def test_a_file_not_archived_comes_from_the_api_and_says_so(client, operator, synced_batch):
+    response = client.get(_url(synced_batch, "files/input/"))
+    b"".join(response.streaming_content)
+    assert response["X-Batchboard-Source"] == "api"
+    assert "from the archive" not in synced_batch.audit_events.get().result
+
+
+def test_after_the_api_deleted_a_file_the_archive_still_serves_it_and_says_so(client, operator, finished_batch,
+                                                                               simulator, archive_dir, run_archive):
+    original = _api_bytes(simulator, finished_batch.output_file_id)
+    run_archive()
+    simulator.advance(40 * 86400)  # past every file's expires_at: the API answers 404 for them now
+    assert _api_status(simulator, finished_batch.output_file_id) == 404
+    response = client.get(_url(finished_batch, "files/output/"))
+    assert response.status_code == 200 and response["X-Batchboard-Source"] == "archive"
+    assert response["Content-Disposition"] == f'attachment; filename="{finished_batch.batch_id}_output.jsonl"'
+    body = b"".join(response.streaming_content)
+    assert body == original and int(response["Content-Length"]) == len(body)
+    event = finished_batch.audit_events.get()
+    assert (event.action, event.detail, event.ok) == ("download", "output", True)
+    assert event.result == f"{finished_batch.output_file_id}: completed from the archive, {len(body):,} bytes sent"
+
+
+def test_an_archived_file_is_served_from_the_archive_even_while_the_api_has_it(client, operator, finished_batch,
+                                                                             simulator, archive_dir, run_archive):
+    run_archive()
+    simulator.reset_stats()
+    response = client.get(_url(finished_batch, "files/input/"))
+    assert response["X-Batchboard-Source"] == "archive"
+    assert b"".join(response.streaming_content) == _api_bytes(simulator, finished_batch.input_file_id)
+    assert simulator.stats()["requests"] == 1  # ours, just now: the download asked the API nothing
+
+
+def test_an_archived_download_needs_no_stream_slot_nor_the_key_and_is_still_audited_when_cut(
+        rf, operator, finished_batch, archive_dir, run_archive, settings):
+    from cryptography.fernet import Fernet
+
+    from batches import files
+    from batches.views import batch_download
+
+    run_archive()
+    settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the stored API key is unreadable now
+    settings.FILE_STREAMS_PER_CONNECTION, settings.DOWNLOAD_CHUNK_BYTES = 1, 1024
+    assert files.take_stream_slot(finished_batch.connection_id)  # every slot taken
+    request = rf.get(_url(finished_batch, "files/input/"))
+    request.user = operator
+    response = batch_download(request, "sim", finished_batch.batch_id, "input")
+    assert response.status_code == 200 and response["X-Batchboard-Source"] == "archive"
+    chunks = iter(response)
+    first, _ = next(chunks), next(chunks)
+    _client_goes_away(response)
+    event = finished_batch.audit_events.get()
+    assert event.ok is False
+    assert event.result == (f"{finished_batch.input_file_id}: cut after {len(first):,} bytes sent from the archive: "
+                            "the client went away")
+
+
+def test_a_copy_missing_from_the_archive_is_fetched_from_the_api(client, operator, finished_batch, archive_dir,
+                                                                 run_archive, simulator):
+    run_archive()
+    (archive_dir / finished_batch.archived_files.get(kind="output").name).unlink()
+    response = client.get(_url(finished_batch, "files/output/"))
+    assert response["X-Batchboard-Source"] == "api"
+    assert b"".join(response.streaming_content) == _api_bytes(simulator, finished_batch.output_file_id)
+
+
+def test_a_copy_removed_by_retention_is_fetched_from_the_api_again(client, operator, finished_batch, archive_dir,
+                                                                   run_archive, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from batches import archive
+
+    run_archive()
+    settings.ARCHIVE_RETENTION_DAYS = 1
+    archive.remove_expired_copies(now=timezone.now() + timedelta(days=2))
+    response = client.get(_url(finished_batch, "files/output/"))
+    assert response["X-Batchboard-Source"] == "api"
+    b"".join(response.streaming_content)
