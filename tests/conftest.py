@@ -310,3 +310,14 @@ def archived_batch(connection, simulator, archive_files):
         return archive_files(batch)
 
     return _archived_batch
+
+
+@pytest.fixture
+def failed_batch(archived_batch):
+    """A completed batch of 60 requests, a fifth of them failed, archived and indexed: one to retry."""
+    from batches.results import index_batch
+
+    batch = archived_batch("completed", lines=60, fail_share=0.2, endpoint="/v1/chat/completions",
+                           model="gpt-4o-mini", metadata={"description": "nightly eval", "team": "search"})
+    index_batch(batch.pk)
+    return batch

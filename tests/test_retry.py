@@ -12,15 +12,6 @@ from batches.results import index_batch
 from tests.conftest import SIM_KEY
 
 
-@pytest.fixture
-def failed_batch(archived_batch):
-    """A completed batch of 60 requests, a fifth of them failed, archived and indexed."""
-    batch = archived_batch("completed", lines=60, fail_share=0.2, endpoint="/v1/chat/completions",
-                           model="gpt-4o-mini", metadata={"description": "nightly eval", "team": "search"})
-    index_batch(batch.pk)
-    return batch
-
-
 def _url(batch, tail="retry/"):
     return f"/batches/sim/{batch.batch_id}/{tail}"
 
