@@ -53,8 +53,8 @@ def test_a_role_without_view_sees_nothing_whatever_the_grant(roles, batches, two
 def test_rights_are_the_role_capped_by_the_best_grant(roles, batches, two_teams, django_user_model):
     red, blue = two_teams
     sim, other = batches[0].connection, batches[1].connection
-    everything = {"view": True, "cancel": True, "download": True, "refresh": True, "content": True}
-    read_only = {"view": True, "cancel": False, "download": False, "refresh": False, "content": False}
+    everything = {"view": True, "cancel": True, "download": True, "refresh": True, "content": True, "submit": True}
+    read_only = {"view": True, "cancel": False, "download": False, "refresh": False, "content": False, "submit": False}
     nothing = dict.fromkeys(everything, False)
     operator = _user(django_user_model, "operator", red, blue)
     assert selectors.rights(operator, sim) == everything and selectors.rights(operator, other) == read_only
@@ -74,7 +74,7 @@ def test_a_team_with_all_connections_sees_present_and_future_connections(roles, 
     Connection.objects.create(name="New", slug="new", base_url=connection.base_url)
     assert _visible(user) == (["new", "other", "sim"], ["batch_other", "batch_sim"])
     assert selectors.rights(user, connection) == {"view": True, "cancel": False, "download": False, "refresh": False,
-                                                      "content": False}
+                                                      "content": False, "submit": False}
 
 
 def test_a_superuser_sees_everything_in_no_team(roles, batches, two_teams, django_user_model):
