@@ -30,11 +30,11 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
 from django.db import DatabaseError
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .client import ApiError, BatchApi, PermanentError, stream_chunks
-from .models import TERMINAL_STATUSES, ArchivedFile, Batch
+from .models import STATUS_TIMESTAMP, TERMINAL_STATUSES, ArchivedFile, Batch
 from .redact import shown
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,25 @@ def plan_copies(batch: Batch, *, was: str | None, now: datetime) -> int:
         return 0
     rows = [ArchivedFile(batch=batch, kind=kind, file_id=batch.file_id(kind), next_attempt_at=now) for kind in kinds]
     return len(ArchivedFile.objects.bulk_create(rows, ignore_conflicts=True))
+
+
+def plan_stored_batches(*, days: float, now: datetime | None = None) -> int:
+    """Add rows due now for the files of batches already stored as finished within the last `days` days (an
+    upgrade, or ARCHIVE_BACKFILL_DAYS raised later): plan_copies only sees batches as a sync stores them. Files
+    that have a row already are left as they are. Returns the rows added."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
+    finished = Q()
+    for status in TERMINAL_STATUSES:
+        finished |= Q(status=status, **{f"{STATUS_TIMESTAMP[status]}__gte": cutoff})
+    added = 0
+    for batch in Batch.objects.filter(finished).iterator(chunk_size=500):
+        planned = set(batch.archived_files.values_list("kind", flat=True))
+        rows = [ArchivedFile(batch=batch, kind=kind, file_id=batch.file_id(kind), next_attempt_at=now)
+                for kind in POLICY_KINDS[settings.ARCHIVE_FILES] if batch.file_id(kind) and kind not in planned]
+        ArchivedFile.objects.bulk_create(rows, ignore_conflicts=True)  # a sync may plan one meanwhile
+        added += len(rows)
+    return added
 
 
 def _within_backfill(batch: Batch, now: datetime) -> bool:

@@ -4,6 +4,7 @@ and never half-stored; ARCHIVE_FILES, ARCHIVE_BACKFILL_DAYS and ARCHIVE_RETENTIO
 enqueued once every file is in."""
 
 import hashlib
+import io
 import time
 import tracemalloc
 from datetime import timedelta
@@ -293,3 +294,19 @@ def test_a_large_file_is_copied_with_bounded_memory(connection, simulator, sim_c
     assert (archive_dir / row.name).stat().st_size == row.bytes
     assert peak < 10 * 2**20, f"peak {peak / 2**20:.1f} MB"
     assert archive_queue() == [("batches.tasks.index_batch_requests", [batch.pk])]
+
+
+def test_archive_finished_queues_the_files_of_stored_batches_that_finished_within_the_days(
+        connection, simulator, archive_dir, run_archive):
+    from django.core.management import call_command
+
+    now = simulator.simulator.clock.now()
+    recent, _ = store_batch(connection, simulator.inject_batch("completed", created_at=now - 2 * 86400, lines=20))
+    old, _ = store_batch(connection, simulator.inject_batch("completed", created_at=now - 20 * 86400, lines=20))
+    assert not ArchivedFile.objects.exists()  # finished before they were seen: ARCHIVE_BACKFILL_DAYS is 0
+    call_command("archive_finished", "--days", "7", stdout=io.StringIO())
+    assert set(ArchivedFile.objects.values_list("batch__batch_id", flat=True)) == {recent.batch_id}
+    assert set(run_archive().values()) == {"stored"}
+    out = io.StringIO()
+    call_command("archive_finished", "--days", "7", stdout=out)  # twice: nothing planned again
+    assert "Queued 0 files" in out.getvalue() and ArchivedFile.objects.filter(batch=old).count() == 0
