@@ -23,13 +23,15 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import connection as db
-from django.db.models import (Case, DateTimeField, Exists, F, FloatField, IntegerField, OuterRef, Q, QuerySet,
-                              Subquery, Value, When)
+from django.db.models import (Case, Count, DateTimeField, Exists, F, FloatField, IntegerField, OuterRef, Q,
+                              QuerySet, Subquery, Value, When)
 from django.db.models.functions import Cast, NullIf
 
 from teams.models import OPERATOR, VIEWER, Team
 
-from .models import ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, AuditEvent, Batch, BatchCount, Connection
+from .converters import LongRequestId
+from .models import (ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, AuditEvent, Batch, BatchCount, BatchRequest,
+                     Connection, RequestOutcome)
 
 # What a user may do with a batch, and the permission their role must hold for it.
 ACTIONS = {"view": "view_batch", "cancel": "cancel_batch", "download": "download_batch_file",
@@ -214,6 +216,10 @@ def filtered_batches(filters: dict, user):
     if filters.get("q") and filters["q"].strip():
         # ids, file ids, the model, validation error codes, metadata values and `key:value` (payload.search_text)
         batches = batches.filter(search_text__contains=filters["q"].strip().lower())
+    if filters.get("request_error"):
+        # batches with a request that failed with this code: the request index's partial index (error_code, batch)
+        batches = batches.filter(pk__in=BatchRequest.objects.filter(error_code=filters["request_error"])
+                                 .values("batch"))
     sort = filters.get("sort") or DEFAULT_SORT
     return batches.order_by(*(COMPUTED_SORTS[sort] if sort in COMPUTED_SORTS else _order(SORTS[sort])))
 
@@ -251,7 +257,7 @@ def list_count(filters: dict, counts: list[tuple], connections, batches) -> tupl
     connection at most are summed from `counts`; others are counted in SQL, but only up to
     LIST_COUNT_LIMIT + 1 rows, so a search matching most of the table costs no more than one matching
     10,000 (the page then says "10,000+")."""
-    if not any(filters.get(k) for k in ("endpoint", "model", "created_from", "created_to")) and not (
+    if not any(filters.get(k) for k in ("endpoint", "model", "created_from", "created_to", "request_error")) and not (
             filters.get("q") or "").strip():
         slug = filters.get("connection")
         connection_id = next((c.pk for c in connections if c.slug == slug), None) if slug else None
@@ -286,18 +292,19 @@ class ListPage:
 
 
 def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact: bool, after: str = "",
-               before: str = "") -> ListPage:
+               before: str = "", sorts: dict = SORTS, one_query: bool = False) -> ListPage:
     """Page `number` of an ordered list. With `after` (or `before`), the cursor of the row the page follows
     (or precedes), the rows are read from that row on through the sort's index, whatever the depth;
     without one (a page number typed or shared without its cursor), by OFFSET. Either way the page's
-    links carry cursors."""
-    keys = SORTS.get(sort)  # None: a computed sort, paged by number
-    values = _values(after or before, keys) if keys and (after or before) else None
+    links carry cursors. `sorts` names the orders `batches` may have; `one_query` reads the rows after a
+    cursor in one query instead of one per index range (for a sort no index serves)."""
+    keys = sorts.get(sort)  # None: a computed sort, paged by number
+    values = _values(after or before, keys, batches.model) if keys and (after or before) else None
     rows = []
     if values is not None and after:
-        rows = _rows_after(batches, keys, values, size + 1)
+        rows = _rows_after(batches, keys, values, size + 1, one_query)
     elif values is not None:
-        rows = _rows_after(batches.reverse(), [_reversed(k) for k in keys], values, size + 1)
+        rows = _rows_after(batches.reverse(), [_reversed(k) for k in keys], values, size + 1, one_query)
         if len(rows) > size:  # a full page, and more before it
             page = ListPage(rows[size - 1::-1], number, count, exact, size)
             return _with_links(page, keys, has_next=True, has_previous=True)
@@ -325,9 +332,12 @@ def _with_links(page: ListPage, keys, *, has_next: bool, has_previous: bool) -> 
     return page
 
 
-def _rows_after(batches, keys, values, limit: int) -> list:
+def _rows_after(batches, keys, values, limit: int, one_query: bool = False) -> list:
+    ranges = _ranges(keys, values, batches.model)
+    if one_query:
+        return list(batches.filter(Q(*ranges, _connector=Q.OR))[:limit])
     rows = []
-    for condition in _ranges(keys, values):
+    for condition in ranges:
         rows += batches.filter(condition)[:limit - len(rows)]
         if len(rows) >= limit:
             break
@@ -344,7 +354,7 @@ def _reversed(key: Key) -> Key:
     return Key(key.field, not key.descending, not _nulls_last(key))
 
 
-def _ranges(keys, values) -> list[Q]:
+def _ranges(keys, values, model=Batch) -> list[Q]:
     """The rows after `values` in the order of `keys`, as consecutive ranges in that order, each one a
     range of an index on `keys`: equal leading columns, then a bound on one run of columns sorted the
     same way. Usually one range; a second one when a page crosses from one status to the next, or into
@@ -362,19 +372,19 @@ def _ranges(keys, values) -> list[Q]:
             parts[-1] = [j, bound & (after | parts[-1][1]), True]
         else:
             parts.append([j, after, True])
-        if _nulls_last(key) and Batch._meta.get_field(key.field).null:
+        if _nulls_last(key) and model._meta.get_field(key.field).null:
             parts.append([j, Q(**{f"{key.field}__isnull": True}), False])
     return [Q(*[Q(**{keys[i].field: values[i]} if values[i] is not None else {f"{keys[i].field}__isnull": True})
                 for i in range(j)]) & condition for j, condition, _ in parts]
 
 
-def _cursor(row: Batch, keys) -> str:
+def _cursor(row, keys) -> str:
     values = [getattr(row, k.field) for k in keys]
     text = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _values(cursor: str, keys) -> list | None:
+def _values(cursor: str, keys, model=Batch) -> list | None:
     """The row position a cursor from the query string holds, or None if it is not one for this sort."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -383,7 +393,7 @@ def _values(cursor: str, keys) -> list | None:
     if not isinstance(values, list) or len(values) != len(keys):
         return None
     for index, (key, value) in enumerate(zip(keys, values)):
-        field = Batch._meta.get_field(key.field)
+        field = model._meta.get_field(key.field)
         if value is None:
             if not field.null:
                 return None
@@ -398,3 +408,67 @@ def _values(cursor: str, keys) -> list | None:
         elif not isinstance(value, str) or "\x00" in value:
             return None
     return values
+
+
+# ----- the request explorer (one batch's requests, from the request index) --------------------------------------
+# Each sort ends with custom_id, unique within a batch. By custom_id the primary key (batch, custom_id) reads
+# the rows in order; by tokens there is no index (each costs bytes per request): one batch's rows are sorted.
+REQUEST_SORTS = {
+    "custom_id": (Key("custom_id"),),
+    "-tokens": (Key("total_tokens", True, nulls_last=True), Key("custom_id")),
+    "tokens": (Key("total_tokens", nulls_last=True), Key("custom_id")),
+}
+REQUEST_SORT_LABELS = {"custom_id": "custom id A–Z", "-tokens": "most tokens first", "tokens": "fewest tokens first"}
+DEFAULT_REQUEST_SORT = "custom_id"
+
+
+def filtered_requests(batch: Batch, filters: dict, *, content: bool) -> QuerySet[BatchRequest]:
+    """The batch's indexed requests that an explorer with these (validated) filters shows, in its sort order.
+    The preview's text is searched only for a user who may see content (`content`): a search is an oracle."""
+    rows = BatchRequest.objects.filter(batch=batch)
+    if filters.get("outcome"):
+        rows = rows.filter(outcome__in=[RequestOutcome[name.upper()] for name in filters["outcome"]])
+    if filters.get("error"):
+        rows = rows.filter(error_code=filters["error"])
+    if filters.get("custom_id"):
+        rows = rows.filter(custom_id__contains=filters["custom_id"])
+    if content and filters.get("q") and filters["q"].strip():
+        rows = rows.filter(preview__icontains=filters["q"].strip())
+    return rows.order_by(*_order(REQUEST_SORTS[filters.get("sort") or DEFAULT_REQUEST_SORT]))
+
+
+def request_tally(batch: Batch) -> list[tuple[int, str, int]]:
+    """(outcome, error code, requests) over the batch's whole index: one pass over its rows gives the counts
+    per outcome, per error code, and of any filter by those two."""
+    return list(BatchRequest.objects.filter(batch=batch).order_by().values_list("outcome", "error_code")
+                .annotate(n=Count("*")))
+
+
+def request_count(filters: dict, tally: list[tuple], rows) -> tuple[int, bool]:
+    """How many requests the filtered explorer holds, and whether that is exact: summed from the tally when
+    filtered by outcome and error code at most, else counted up to LIST_COUNT_LIMIT + 1 rows."""
+    if not filters.get("custom_id") and not (filters.get("q") or "").strip():
+        outcomes = {RequestOutcome[name.upper()] for name in filters.get("outcome") or []}
+        code = filters.get("error")
+        return sum(n for outcome, error_code, n in tally
+                   if (not outcomes or outcome in outcomes) and (not code or error_code == code)), True
+    limit = settings.LIST_COUNT_LIMIT
+    found = rows.order_by()[:limit + 1].count()
+    return min(found, limit), found <= limit
+
+
+def find_request(batch: Batch, custom_id: str) -> BatchRequest | None:
+    """The batch's request with this custom_id; a long id's URL names its prefix and the one id it matches."""
+    rows = BatchRequest.objects.filter(batch=batch)
+    if isinstance(custom_id, LongRequestId):
+        return next((row for row in rows.filter(custom_id__startswith=str(custom_id)).iterator()
+                     if custom_id.matches(row.custom_id)), None)
+    return rows.filter(custom_id=custom_id).first()
+
+
+def failed_neighbours(row: BatchRequest) -> tuple[str | None, str | None]:
+    """The custom ids of the failed requests before and after `row`, in custom_id order."""
+    failed = BatchRequest.objects.filter(batch_id=row.batch_id, outcome=RequestOutcome.FAILED)
+    previous = failed.filter(custom_id__lt=row.custom_id).order_by("-custom_id").values_list("custom_id", flat=True)
+    following = failed.filter(custom_id__gt=row.custom_id).order_by("custom_id").values_list("custom_id", flat=True)
+    return previous.first(), following.first()

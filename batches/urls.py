@@ -3,6 +3,7 @@ from django.urls import path, register_converter
 from . import converters, views
 
 register_converter(converters.ApiIdConverter, "apiid")
+register_converter(converters.RequestIdConverter, "requestid")
 batch = "batches/<slug:slug>/<apiid:batch_id>/"
 
 urlpatterns = [
@@ -12,5 +13,9 @@ urlpatterns = [
     path(batch + "files/<str:kind>/", views.batch_download, name="batch-download"),
     path(batch + "cancel/", views.batch_cancel, name="batch-cancel"),
     path(batch + "refresh/", views.batch_refresh, name="batch-refresh"),
+    path(batch + "requests/", views.request_list, name="batch-requests"),
+    # "export.csv" is no request's segment: a custom_id with a "." is written in base64 (converters.py)
+    path(batch + "requests/export.<str:kind>", views.request_export, name="batch-requests-export"),
+    path(batch + "requests/<requestid:custom_id>/", views.request_detail, name="batch-request"),
     path("healthz", views.healthz, name="healthz"),
 ]

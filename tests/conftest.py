@@ -178,3 +178,22 @@ def browser():
             chromium = launch(playwright)
             yield chromium
             chromium.close()
+
+
+@pytest.fixture
+def archive_storage(settings, tmp_path):
+    """The archive (STORAGES["archive"]) in a directory of this test's own."""
+    settings.STORAGES = {**settings.STORAGES, "archive": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path / "archive"}}}
+    return tmp_path / "archive"
+
+
+@pytest.fixture
+def finished_batch(connection):
+    """A completed chat batch of 6 requests, 2 of them failed, with its three file ids; nothing archived yet."""
+    from batches.store import store_batch
+    from tests import payloads
+
+    return store_batch(connection, payloads.batch(
+        id="batch_done", status="completed", output_file_id="file-out", error_file_id="file-err",
+        completed_at=payloads.CREATED + 3600, request_counts={"total": 6, "completed": 4, "failed": 2}))[0]
