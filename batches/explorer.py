@@ -44,7 +44,13 @@ class ArchiveState:
 
     @property
     def version(self) -> tuple:
-        return tuple((f.kind, f.state, f.indexed_lines, f.indexed_bytes, f.indexed_at) for f in self.files.values())
+        return tuple((f.kind, f.state, f.indexed_lines, f.indexed_bytes, f.indexed_at)
+                     for f in sorted(self.files.values(), key=lambda f: f.kind))
+
+    @property
+    def final_version(self):
+        """The version of a complete index (its rows will not change), or None while it may still change."""
+        return self.version if self.indexed and not self.indexing else None
 
 
 def archive_state(batch: Batch) -> ArchiveState:

@@ -14,17 +14,20 @@ continue from (keyset pagination), so a deep page costs what the first one does.
 
 import base64
 import binascii
+import hashlib
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezone
 from typing import NamedTuple
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db import connection as db
+from django.core.cache import cache
+from django.db import connection as db, transaction
 from django.db.models import (Case, Count, DateTimeField, Exists, F, FloatField, IntegerField, OuterRef, Q,
-                              QuerySet, Subquery, Value, When)
+                              QuerySet, Subquery, Value, When, Window)
 from django.db.models.functions import Cast, NullIf
 
 from teams.models import OPERATOR, VIEWER, Team
@@ -437,24 +440,91 @@ def filtered_requests(batch: Batch, filters: dict, *, content: bool) -> QuerySet
     return rows.order_by(*_order(REQUEST_SORTS[filters.get("sort") or DEFAULT_REQUEST_SORT]))
 
 
-def request_tally(batch: Batch) -> list[tuple[int, str, int]]:
+# Once a batch's index is complete its rows never change: counts over them are kept this long, keyed by the
+# index's state (a file removed or indexed again makes new keys).
+REQUEST_COUNTS_SECONDS = 24 * 3600
+
+
+def _counts_key(kind: str, batch: Batch, index_version, *parts) -> str | None:
+    if index_version is None:
+        return None
+    digest = hashlib.sha256(repr((batch.pk, index_version, parts)).encode()).hexdigest()[:32]
+    return f"{kind}:{batch.pk}:{digest}"
+
+
+@contextmanager
+def _whole_batch_reads(enabled: bool = True):
+    """Reads that visit every row of one batch, on PostgreSQL: through a bitmap of the primary key's range, page
+    by page, instead of an index scan in custom_id order. A batch's rows sit together on disk, but in the order
+    of its files, not of custom_id; the planner sees only batch_id's correlation (~1) and takes the index
+    scan, which then touches a page per row: 2-4x slower over 50,000 rows (bench/pages.py)."""
+    if not enabled or db.vendor != "postgresql":
+        yield
+        return
+    outer = db.in_atomic_block
+    with transaction.atomic():
+        with db.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        try:
+            yield
+        finally:
+            if outer:  # SET LOCAL lasts until the outermost transaction ends: give it back now
+                with db.cursor() as cursor:
+                    cursor.execute("SET LOCAL enable_indexscan = on")
+
+
+def request_tally(batch: Batch, *, index_version=None) -> list[tuple[int, str, int]]:
     """(outcome, error code, requests) over the batch's whole index: one pass over its rows gives the counts
-    per outcome, per error code, and of any filter by those two."""
-    return list(BatchRequest.objects.filter(batch=batch).order_by().values_list("outcome", "error_code")
-                .annotate(n=Count("*")))
+    per outcome, per error code, and of any filter by those two. With `index_version` (a complete index's
+    state) the answer is cached."""
+    key = _counts_key("request-tally", batch, index_version)
+    if key and (tally := cache.get(key)) is not None:
+        return tally
+    with _whole_batch_reads():
+        tally = list(BatchRequest.objects.filter(batch=batch).order_by().values_list("outcome", "error_code")
+                     .annotate(n=Count("*")))
+    if key:
+        cache.set(key, tally, REQUEST_COUNTS_SECONDS)
+    return tally
 
 
-def request_count(filters: dict, tally: list[tuple], rows) -> tuple[int, bool]:
-    """How many requests the filtered explorer holds, and whether that is exact: summed from the tally when
-    filtered by outcome and error code at most, else counted up to LIST_COUNT_LIMIT + 1 rows."""
+def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size: int,
+                 index_version=None) -> ListPage:
+    """A page of the explorer's (validated) filters and how many requests they match, `rows` being
+    filtered_requests(). Counts come from the tally when the filters are by outcome and error code at most;
+    a search's is counted up to LIST_COUNT_LIMIT + 1, in the same pass as the first page's rows, and cached
+    with `index_version`, so that each page of a search reads the batch once. By custom_id the primary key
+    reads a page in order and stops; by tokens every row of the batch is sorted, one query per page."""
+    sort = filters.get("sort") or DEFAULT_REQUEST_SORT
+    by_key = sort == DEFAULT_REQUEST_SORT
+    after, before, number = filters.get("after") or "", filters.get("before") or "", filters.get("page") or 1
+    key = found = None
+    limit = settings.LIST_COUNT_LIMIT
     if not filters.get("custom_id") and not (filters.get("q") or "").strip():
+        limit = math.inf  # an exact sum, whatever its size
         outcomes = {RequestOutcome[name.upper()] for name in filters.get("outcome") or []}
         code = filters.get("error")
-        return sum(n for outcome, error_code, n in tally
-                   if (not outcomes or outcome in outcomes) and (not code or error_code == code)), True
-    limit = settings.LIST_COUNT_LIMIT
-    found = rows.order_by()[:limit + 1].count()
-    return min(found, limit), found <= limit
+        found = sum(n for outcome, error_code, n in tally
+                    if (not outcomes or outcome in outcomes) and (not code or error_code == code))
+    else:
+        key = _counts_key("request-count", batch, index_version, limit,
+                          *(repr(filters.get(k)) for k in ("outcome", "error", "custom_id", "q")))
+        found = cache.get(key) if key else None
+    one_pass = found is None and not (after or before) and number == 1
+    if one_pass:  # the first page, and the count in a window over the same rows
+        rows = rows.annotate(matching=Window(Count("*")))
+    with _whole_batch_reads(not by_key or found is None):
+        if found is None and not one_pass:
+            found = rows.order_by()[:limit + 1].count()
+        page = batch_page(rows, sort=sort, number=number, size=size, count=min(found or 0, limit),
+                          exact=(found or 0) <= limit, after=after, before=before, sorts=REQUEST_SORTS,
+                          one_query=not by_key)
+    if one_pass:
+        found = page.rows[0].matching if page.rows else 0
+        page.count, page.exact = min(found, limit), found <= limit
+    if key and not cache.get(key):
+        cache.set(key, found, REQUEST_COUNTS_SECONDS)
+    return page
 
 
 def find_request(batch: Batch, custom_id: str) -> BatchRequest | None:

@@ -430,14 +430,11 @@ def request_list(request, slug: str, batch_id: str):
     version = _token(batch.version, state.version, _query_without(request))
     if request.htmx and request.GET.get("v") == version:
         return HttpResponse(status=204)
-    tally = selectors.request_tally(batch)
+    tally = selectors.request_tally(batch, index_version=state.final_version)
     rows = selectors.filtered_requests(batch, filters, content=can["content"])
-    count, exact = selectors.request_count(filters, tally, rows)
+    page = selectors.request_page(batch, filters, tally, rows, size=settings.LIST_PAGE_SIZE,
+                                  index_version=state.final_version)
     sort = filters.get("sort") or selectors.DEFAULT_REQUEST_SORT
-    page = selectors.batch_page(rows, sort=sort, number=filters.get("page") or 1, size=settings.LIST_PAGE_SIZE,
-                                count=count, exact=exact, after=filters.get("after") or "",
-                                before=filters.get("before") or "", sorts=selectors.REQUEST_SORTS,
-                                one_query=sort != selectors.DEFAULT_REQUEST_SORT)
     cards = explorer.outcome_cards(batch, tally)
     card_query = _query_without(request, "outcome", "page", "after", "before")
     for card in cards:

@@ -170,6 +170,44 @@ def test_filtered_totals_stop_at_the_count_limit(client, operator, finished_batc
     assert '<span id="request-total">4 requests' in _get(client, URL + "?outcome=succeeded").content.decode()
 
 
+def _sql(client, url) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        _get(client, url)
+    return [q["sql"] for q in queries.captured_queries if "batches_batchrequest" in q["sql"]]
+
+
+def test_a_complete_index_is_counted_once_and_a_search_once_per_filter(client, operator, finished_batch):
+    index_batch(finished_batch, six())
+    first = _sql(client, URL + "?q=a")
+    assert sum("GROUP BY" in q for q in first) == 1  # the tally
+    assert sum("COUNT(*) OVER ()" in q for q in first) == 1 and not any("SELECT COUNT(*)" in q for q in first)
+    again = _sql(client, URL + "?q=a")
+    assert len(again) == 1 and "GROUP BY" not in again[0] and "OVER ()" not in again[0]  # the page's rows only
+    assert len(_sql(client, URL + "?outcome=failed")) == 1
+
+
+def test_an_index_still_being_built_is_counted_afresh_each_time(client, operator, finished_batch):
+    index_batch(finished_batch, six(), indexed=False)
+    for _ in range(2):
+        assert sum("GROUP BY" in q for q in _sql(client, URL)) == 1
+        assert sum("OVER ()" in q for q in _sql(client, URL + "?q=a")) == 1
+
+
+def test_a_deep_page_of_a_search_counts_it_when_no_count_is_kept(client, operator, finished_batch, settings):
+    from django.core.cache import cache
+
+    settings.LIST_PAGE_SIZE = 2
+    index_batch(finished_batch, six())
+    second = _next(_get(client, URL + "?custom_id=req"))
+    cache.clear()
+    response = _get(client, second)
+    assert _ids(response) == ["req-3", "req-4"] and '<span id="request-total">6 requests · page 2 of 3' in \
+        response.content.decode()
+
+
 # ----- counts and their explanation ------------------------------------------------------------------------------
 def _card(page: str, name: str) -> str:
     return re.search(rf'<a class="card stat[^"]*" href="[^"]*"[^>]*id="count-{name}">(.*?)</a>', page, re.S).group(1)
