@@ -488,13 +488,14 @@ def request_detail(request, slug: str, batch_id: str, custom_id: str):
     row = selectors.find_request(batch, custom_id)
     if row is None:
         raise Http404("No such request in this batch's index.")
-    previous, following = selectors.failed_neighbours(row)
+    state = explorer.archive_state(batch)
+    tally = selectors.request_tally(batch, index_version=state.final_version)
+    previous, following = selectors.failed_neighbours(row, tally)
     context = {"batch": batch, "connection": batch.connection, "can": can, "row": row,
                "outcome_name": explorer.OUTCOME_NAMES.get(row.outcome, ""), "previous": previous,
                "following": following, "body_limit": explorer.BODY_LIMIT,
                "result_title": "Error" if row.result_in_error_file else "Response"}
     if can["content"]:
-        state = explorer.archive_state(batch)
         context["request_body"], context["result_body"] = explorer.request_bodies(row, state.files)
         context["conversation"] = explorer.conversation(context["request_body"], context["result_body"])
     return render(request, "batches/request.html", context)

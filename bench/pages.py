@@ -468,17 +468,15 @@ def generate_requests(args) -> float:
     return time.monotonic() - started
 
 
-def _archive_a_few(batch, count: int = 40) -> list:
-    """Small archived input, output and error files holding the lines of the batch's first `count` requests
-    (by custom id), their rows pointed at them. Returns those rows."""
+def _archive_a_few(batch, rows: list) -> list:
+    """Small archived input, output and error files holding the lines of these requests of the batch, their
+    rows pointed at them. Returns the rows."""
     import json
 
     from django.core.files.base import ContentFile
 
     from batches import archive
     from batches.models import ArchivedFile, BatchRequest
-
-    rows = list(BatchRequest.objects.filter(batch=batch).order_by("custom_id")[:count])
     data = {"input": b"", "output": b"", "error": b""}
     for row in rows:
         question = {"custom_id": row.custom_id, "method": "POST", "url": "/v1/chat/completions", "body": {
@@ -580,13 +578,26 @@ def explorer_rows(client, settings, args, notes) -> list[tuple]:
     notes.append("explorer, slowest p95s: " + "; ".join(f"{label} {ms:.1f} ms" for ms, label in
                                                          sorted(worst, reverse=True)[:5]))
 
-    archived = _archive_a_few(batch)
+    archived = _archive_a_few(batch, list(BatchRequest.objects.filter(batch=batch).order_by("custom_id")[:40]))
     picks = [("succeeded", next(r for r in archived if r.outcome == 1)),
              ("failed", next((r for r in archived if r.outcome == 2), archived[-1]))]
     for label, request in picks:
         url = reverse("batch-request", args=[batch.connection.slug, batch.batch_id, request.custom_id])
         row, _ = measure(f"one request ({label})", url, max(10, args.rounds * 10))
         rows.append(row)
+    # The links to the previous and next failed request where failures are rare (their search reads the batch's
+    # failed rows once) or absent (no search): another batch, its failures turned into successes but a few.
+    other = batches[len(batches) // 2 + 1] if len(batches) > 1 else None
+    if other is not None:
+        middle = BatchRequest.objects.filter(batch=other).order_by("custom_id")[args.requests_per_batch // 2]
+        _archive_a_few(other, [middle])
+        for label, keep in (("1 in 10,000 failed", max(1, args.requests_per_batch // 10_000)), ("none failed", 0)):
+            failed = BatchRequest.objects.filter(batch=other, outcome=2).order_by("custom_id")
+            kept = list(failed.values_list("custom_id", flat=True)[:keep])
+            failed.exclude(custom_id__in=kept).update(outcome=1, status_code=200, error_code="")
+            url = reverse("batch-request", args=[other.connection.slug, other.batch_id, middle.custom_id])
+            row, _ = measure(f"one request ({label} in its batch)", url, max(10, args.rounds * 10))
+            rows.append(row)
 
     for query in ("request_error=rate_limit_exceeded", "request_error=server_error",
                   "request_error=batch_expired&status=completed", "request_error=no_such_code",

@@ -332,6 +332,19 @@ def test_a_failed_request_shows_its_error_body_and_links_to_the_previous_and_nex
     assert "no failed request before" in first and 'href="/batches/sim/batch_done/requests/req-5/"' in first
 
 
+@pytest.mark.parametrize("failed,expected", [(0, 0), (1, 1), (30, 2)])
+def test_the_failed_neighbours_cost_one_read_at_most_when_failures_are_rare(client, operator, finished_batch,
+                                                                              failed, expected):
+    reqs = [Req(f"r{i:03d}", outcome="failed" if i % 3 == 0 and i < failed * 3 else "succeeded")
+            for i in range(150)]
+    index_batch(finished_batch, reqs)
+    _get(client, URL + "r100/")  # the tally, counted once
+    queries = _sql(client, URL + "r100/")
+    assert len(queries) == 1 + expected, queries  # the request itself, then its neighbours
+    page = _get(client, URL + "r100/").content.decode()
+    assert ('id="previous-failed"' in page) == bool(failed) and 'id="next-failed"' not in page
+
+
 ODD_IDS = ["a/b/c", "../..", ".", "with space", "百分之百 ✓", "%2F%00x", "?q=1#frag", "-=HYPERLINK()", "~tilde",
            "export.csv", "export", "x" * 5000, "é" * 3000, "/" * 400]
 
