@@ -492,9 +492,12 @@ def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size:
                  index_version=None) -> ListPage:
     """A page of the explorer's (validated) filters and how many requests they match, `rows` being
     filtered_requests(). Counts come from the tally when the filters are by outcome and error code at most;
-    a search's is counted up to LIST_COUNT_LIMIT + 1, in the same pass as the first page's rows, and cached
-    with `index_version`, so that each page of a search reads the batch once. By custom_id the primary key
-    reads a page in order and stops; by tokens every row of the batch is sorted, one query per page."""
+    a search's is counted up to LIST_COUNT_LIMIT + 1, in the same pass as its first page's rows, and cached
+    with `index_version`, so that each page of a search reads the batch once.
+
+    By custom_id the primary key reads a page in order and stops after it: cheap while matches are dense. When
+    they are sparse (or their number unknown) that walk would visit most of the batch a row at a time, and
+    one read of the whole batch is cheaper; by tokens every row of the batch is sorted anyway."""
     sort = filters.get("sort") or DEFAULT_REQUEST_SORT
     by_key = sort == DEFAULT_REQUEST_SORT
     after, before, number = filters.get("after") or "", filters.get("before") or "", filters.get("page") or 1
@@ -510,11 +513,14 @@ def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size:
         key = _counts_key("request-count", batch, index_version, limit,
                           *(repr(filters.get(k)) for k in ("outcome", "error", "custom_id", "q")))
         found = cache.get(key) if key else None
-    one_pass = found is None and not (after or before) and number == 1
+    counted = found is None
+    one_pass = counted and not (after or before) and number == 1
     if one_pass:  # the first page, and the count in a window over the same rows
         rows = rows.annotate(matching=Window(Count("*")))
-    with _whole_batch_reads(not by_key or found is None):
-        if found is None and not one_pass:
+    # Under 1 match in 250 rows, a walk in key order to a page of 50 matches would visit most of a batch.
+    sparse = counted or found * 250 < sum(n for *_, n in tally)
+    with _whole_batch_reads(not by_key or sparse):
+        if counted and not one_pass:
             found = rows.order_by()[:limit + 1].count()
         page = batch_page(rows, sort=sort, number=number, size=size, count=min(found or 0, limit),
                           exact=(found or 0) <= limit, after=after, before=before, sorts=REQUEST_SORTS,
@@ -522,7 +528,7 @@ def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size:
     if one_pass:
         found = page.rows[0].matching if page.rows else 0
         page.count, page.exact = min(found, limit), found <= limit
-    if key and not cache.get(key):
+    if key and counted:
         cache.set(key, found, REQUEST_COUNTS_SECONDS)
     return page
 
