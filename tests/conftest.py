@@ -63,6 +63,8 @@ def roles(db):
     if Group.objects.filter(name__in=["Viewer", "Operator", "Admin"]).count() < 3:
         importlib.import_module("batches.migrations.0002_roles").create_roles(apps, None)
         importlib.import_module("teams.migrations.0002_admins_manage_teams").add_team_permissions(apps, None)
+        importlib.import_module("batches.migrations.0013_archive_and_request_index").give_content_to_operators_and_admins(
+            apps, None)
 
 
 @pytest.fixture
