@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import json
 import math
+import string
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezone
@@ -27,8 +28,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection as db, transaction
 from django.db.models import (Case, Count, DateTimeField, Exists, F, FloatField, IntegerField, Max, Min, OuterRef,
-                              Q, QuerySet, Subquery, Value, When, Window)
-from django.db.models.functions import Cast, NullIf
+                              Q, QuerySet, Subquery, Value, When)
+from django.db.models.functions import Cast, Collate, Lower, NullIf
 
 from teams.models import OPERATOR, VIEWER, Team
 
@@ -423,6 +424,7 @@ REQUEST_SORTS = {
 }
 REQUEST_SORT_LABELS = {"custom_id": "custom id A–Z", "-tokens": "most tokens first", "tokens": "fewest tokens first"}
 DEFAULT_REQUEST_SORT = "custom_id"
+_FOLD_ASCII = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def filtered_requests(batch: Batch, filters: dict, *, content: bool) -> QuerySet[BatchRequest]:
@@ -436,7 +438,13 @@ def filtered_requests(batch: Batch, filters: dict, *, content: bool) -> QuerySet
     if filters.get("custom_id"):
         rows = rows.filter(custom_id__contains=filters["custom_id"])
     if content and filters.get("q") and filters["q"].strip():
-        rows = rows.filter(preview__icontains=filters["q"].strip())
+        # Case folds A–Z only, as SQLite's LIKE does; on PostgreSQL byte by byte ("C"): a search reads every
+        # preview of the batch, and a locale's lower() made that pass twice as slow (bench/pages.py).
+        term = filters["q"].strip().translate(_FOLD_ASCII)
+        if db.vendor == "postgresql":
+            rows = rows.alias(folded=Lower(Collate("preview", "C"))).filter(folded__contains=term)
+        else:
+            rows = rows.filter(preview__contains=term)
     return rows.order_by(*_order(REQUEST_SORTS[filters.get("sort") or DEFAULT_REQUEST_SORT]))
 
 
@@ -492,15 +500,14 @@ def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size:
                  index_version=None) -> ListPage:
     """A page of the explorer's (validated) filters and how many requests they match, `rows` being
     filtered_requests(). Counts come from the tally when the filters are by outcome and error code at most;
-    a search's is counted up to LIST_COUNT_LIMIT + 1, in the same pass as its first page's rows, and cached
-    with `index_version`, so that each page of a search reads the batch once.
+    a search's is counted up to LIST_COUNT_LIMIT + 1 (a common match stops early) and cached with
+    `index_version`, so that paging through a search reads the batch once a page.
 
-    By custom_id the primary key reads a page in order and stops after it: cheap while matches are dense. When
-    they are sparse (or their number unknown) that walk would visit most of the batch a row at a time, and
-    one read of the whole batch is cheaper; by tokens every row of the batch is sorted anyway."""
+    By custom_id the primary key reads a page in order and stops after it: cheap while matches are dense.
+    Sparse ones are read in one pass over the batch instead, which that walk would have made row by row; by
+    tokens every row of the batch is sorted anyway."""
     sort = filters.get("sort") or DEFAULT_REQUEST_SORT
     by_key = sort == DEFAULT_REQUEST_SORT
-    after, before, number = filters.get("after") or "", filters.get("before") or "", filters.get("page") or 1
     key = found = None
     limit = settings.LIST_COUNT_LIMIT
     if not filters.get("custom_id") and not (filters.get("q") or "").strip():
@@ -513,24 +520,17 @@ def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size:
         key = _counts_key("request-count", batch, index_version, limit,
                           *(repr(filters.get(k)) for k in ("outcome", "error", "custom_id", "q")))
         found = cache.get(key) if key else None
-    counted = found is None
-    one_pass = counted and not (after or before) and number == 1
-    if one_pass:  # the first page, and the count in a window over the same rows
-        rows = rows.annotate(matching=Window(Count("*")))
+        if found is None:
+            with _whole_batch_reads():
+                found = rows.order_by()[:limit + 1].count()
+            if key:
+                cache.set(key, found, REQUEST_COUNTS_SECONDS)
     # Under 1 match in 250 rows, a walk in key order to a page of 50 matches would visit most of a batch.
-    sparse = counted or found * 250 < sum(n for *_, n in tally)
+    sparse = found * 250 < sum(n for *_, n in tally)
     with _whole_batch_reads(not by_key or sparse):
-        if counted and not one_pass:
-            found = rows.order_by()[:limit + 1].count()
-        page = batch_page(rows, sort=sort, number=number, size=size, count=min(found or 0, limit),
-                          exact=(found or 0) <= limit, after=after, before=before, sorts=REQUEST_SORTS,
-                          one_query=not by_key)
-    if one_pass:
-        found = page.rows[0].matching if page.rows else 0
-        page.count, page.exact = min(found, limit), found <= limit
-    if key and counted:
-        cache.set(key, found, REQUEST_COUNTS_SECONDS)
-    return page
+        return batch_page(rows, sort=sort, number=filters.get("page") or 1, size=size, count=min(found, limit),
+                          exact=found <= limit, after=filters.get("after") or "", before=filters.get("before") or "",
+                          sorts=REQUEST_SORTS, one_query=not by_key)
 
 
 def find_request(batch: Batch, custom_id: str) -> BatchRequest | None:
