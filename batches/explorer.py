@@ -90,9 +90,10 @@ def _not_archived(batch: Batch, files: dict) -> list[str]:
         elif archived.state == ArchivedFile.PENDING:
             reasons.append(f"The {kind} file is waiting to be copied.")
         elif archived.state == ArchivedFile.FAILED:
-            reasons.append(f"Copying the {kind} file failed ({archived.attempts} attempt"
-                           f"{'' if archived.attempts == 1 else 's'}): {shown(archived.last_error or 'no reason given')}"
-                           f"{'. It is tried again later.' if archived.next_attempt_at else ''}")
+            attempts = f"{archived.attempts} attempt{'' if archived.attempts == 1 else 's'}"
+            error = shown(archived.last_error or "no reason given")
+            retry = ". It is tried again later." if archived.next_attempt_at else ""
+            reasons.append(f"Copying the {kind} file failed ({attempts}): {error}{retry}")
         elif archived.state == ArchivedFile.GONE:
             reasons.append(f"The {kind} file was deleted by the API before it could be copied.")
     return reasons
@@ -376,7 +377,8 @@ class Export:
     ends, however it ends, and that audits it once, as a download, with what was sent."""
 
     def __init__(self, chunks, *, batch: Batch, user, detail: str, description: str):
-        self.chunks, self.batch, self.user, self.detail, self.description = iter(chunks), batch, user, detail, description
+        self.chunks, self.batch, self.user = iter(chunks), batch, user
+        self.detail, self.description = detail, description
         self.sent = self.handed = 0
         self.ending = "the client went away"
         self.closed = False

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection as db, transaction
 from django.db.models import (Case, Count, DateTimeField, Exists, F, FloatField, IntegerField, Max, Min, OuterRef,
-                              Q, QuerySet, Subquery, Value, When)
+                              Q, QuerySet, Subquery, Value, When, Window)
 from django.db.models.functions import Cast, Collate, Lower, NullIf
 
 from teams.models import OPERATOR, VIEWER, Team
@@ -496,18 +496,41 @@ def request_tally(batch: Batch, *, index_version=None) -> list[tuple[int, str, i
     return tally
 
 
+_SAMPLE_ROWS = 1000
+
+
+def _expected_matches(batch: Batch, rows, total: int) -> float:
+    """How many of the batch's `total` rows a search may match, from a sample of its first _SAMPLE_ROWS (two
+    small queries by primary key)."""
+    sample = list(BatchRequest.objects.filter(batch=batch).order_by().values_list("custom_id", flat=True)
+                  [:_SAMPLE_ROWS])
+    return rows.filter(custom_id__in=sample).count() * total / len(sample) if sample else 0
+
+
+def _counted_with_rows(*, by_key: bool, expected: float, limit: int, total: int) -> bool:
+    """Whether a search's first page is best counted in the same pass as its rows (a window over its matches,
+    which holds them all) rather than by a count of its own that stops at `limit` + 1. By custom_id a dense
+    search's page is then found early in key order, so only a sparse one gains; by tokens every page reads
+    the whole batch, so the window gains until holding the matches costs more than the count would read
+    (about when matches² > limit × rows)."""
+    return expected * 250 < total if by_key else expected * expected <= limit * total
+
+
 def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size: int,
                  index_version=None) -> ListPage:
     """A page of the explorer's (validated) filters and how many requests they match, `rows` being
     filtered_requests(). Counts come from the tally when the filters are by outcome and error code at most;
-    a search's is counted up to LIST_COUNT_LIMIT + 1 (a common match stops early) and cached with
-    `index_version`, so that paging through a search reads the batch once a page.
+    a search's is counted once (up to LIST_COUNT_LIMIT) and kept with `index_version`, so that paging
+    through it reads the batch once a page; its first page is counted the cheaper of two ways for what a
+    sample says it matches (_counted_with_rows).
 
     By custom_id the primary key reads a page in order and stops after it: cheap while matches are dense.
     Sparse ones are read in one pass over the batch instead, which that walk would have made row by row; by
     tokens every row of the batch is sorted anyway."""
     sort = filters.get("sort") or DEFAULT_REQUEST_SORT
     by_key = sort == DEFAULT_REQUEST_SORT
+    after, before, number = filters.get("after") or "", filters.get("before") or "", filters.get("page") or 1
+    total = sum(n for *_, n in tally)
     key = found = None
     limit = settings.LIST_COUNT_LIMIT
     if not filters.get("custom_id") and not (filters.get("q") or "").strip():
@@ -520,17 +543,26 @@ def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size:
         key = _counts_key("request-count", batch, index_version, limit,
                           *(repr(filters.get(k)) for k in ("outcome", "error", "custom_id", "q")))
         found = cache.get(key) if key else None
-        if found is None:
-            with _whole_batch_reads():
-                found = rows.order_by()[:limit + 1].count()
-            if key:
-                cache.set(key, found, REQUEST_COUNTS_SECONDS)
+    counted = found is None
+    one_pass = counted and not (after or before) and number == 1 and _counted_with_rows(
+        by_key=by_key, expected=_expected_matches(batch, rows, total), limit=limit, total=total)
+    if one_pass:
+        rows = rows.annotate(matching=Window(Count("*")))
+    elif counted:
+        with _whole_batch_reads():
+            found = rows.order_by()[:limit + 1].count()
     # Under 1 match in 250 rows, a walk in key order to a page of 50 matches would visit most of a batch.
-    sparse = found * 250 < sum(n for *_, n in tally)
+    sparse = one_pass or found * 250 < total
     with _whole_batch_reads(not by_key or sparse):
-        return batch_page(rows, sort=sort, number=filters.get("page") or 1, size=size, count=min(found, limit),
-                          exact=found <= limit, after=filters.get("after") or "", before=filters.get("before") or "",
-                          sorts=REQUEST_SORTS, one_query=not by_key)
+        page = batch_page(rows, sort=sort, number=number, size=size, count=min(found or 0, limit),
+                          exact=(found or 0) <= limit, after=after, before=before, sorts=REQUEST_SORTS,
+                          one_query=not by_key)
+    if one_pass:
+        found = page.rows[0].matching if page.rows else 0
+        page.count, page.exact = min(found, limit), found <= limit
+    if key and counted:
+        cache.set(key, found, REQUEST_COUNTS_SECONDS)
+    return page
 
 
 def find_request(batch: Batch, custom_id: str) -> BatchRequest | None:

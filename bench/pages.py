@@ -400,8 +400,8 @@ ANSWERS = ["Your refund has been approved and will arrive within five working da
            "with the parcel"[:120],
            "The capital of France is Paris, which is also its largest city and the seat of its government and its "
            "parliament"[:120],
-           "Summary: the customer reports a damaged parcel, asks for a replacement or a refund, and mentions a previous "
-           "complaint"[:120],
+           "Summary: the customer reports a damaged parcel, asks for a replacement or a refund, and mentions a "
+           "previous complaint"[:120],
            "Translated: bonjour tout le monde, votre commande a été expédiée et arrivera demain matin avant midi, "
            "merci"[:120],
            "The customer asks about shipping times to Norway and whether customs fees are included in the price they "
@@ -423,7 +423,9 @@ EXPLORER_DEEP = ["", "sort=-tokens", "outcome=succeeded", "error=rate_limit_exce
 
 def _case(salt: int, values: list) -> str:
     """SQL choosing one of `values` (text or numbers) per row number i."""
-    literal = lambda v: str(v) if isinstance(v, int) else "'" + v.replace("'", "''").replace("%", "%%") + "'"  # noqa: E731
+    def literal(value) -> str:
+        return str(value) if isinstance(value, int) else "'" + value.replace("'", "''").replace("%", "%%") + "'"
+
     cases = " ".join(f"WHEN {n} THEN {literal(v)}" for n, v in enumerate(values))
     return f"CASE {_hash(salt, len(values))} {cases} END"
 

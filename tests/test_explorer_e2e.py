@@ -80,7 +80,8 @@ def test_open_a_failed_request_from_the_batch_page(site, browser):
     expect(error.locator("details[open] pre")).to_contain_text("131072 tokens")
     expect(page.locator("#body-input")).to_contain_text("Classify the sentiment of review #11")
     expect(page.locator("#conversation")).to_contain_text("review #11")
-    expect(page.locator("#previous-failed")).to_have_attribute("href", "/batches/sim/batch_support/requests/ticket-004/")
+    expect(page.locator("#previous-failed")).to_have_attribute("href",
+                                                               "/batches/sim/batch_support/requests/ticket-004/")
     page.screenshot(path=str(SHOTS / "request.png"), full_page=True)
     page.click("#next-failed")
     page.wait_for_url("**/requests/ticket-017/")

@@ -184,19 +184,37 @@ def _sql(client, url) -> list[str]:
 
 def test_a_complete_index_is_counted_once_and_a_search_once_per_filter(client, operator, finished_batch):
     index_batch(finished_batch, six())
-    first = _sql(client, URL + "?q=a")
+    first = _sql(client, URL + "?q=whale&sort=-tokens")
     assert sum("GROUP BY" in q for q in first) == 1  # the tally
-    assert sum(q.startswith("SELECT COUNT(*)") for q in first) == 1 and len(first) == 3  # the search's count, rows
-    again = _sql(client, URL + "?q=a")
+    assert sum("COUNT(*) OVER ()" in q for q in first) == 1  # a search matching few: counted with its rows
+    assert len(first) == 4  # the tally, a sample's ids and matches, the page
+    again = _sql(client, URL + "?q=whale&sort=-tokens")
     assert len(again) == 1 and "GROUP BY" not in again[0] and "COUNT" not in again[0]  # the page's rows only
     assert len(_sql(client, URL + "?outcome=failed")) == 1
+
+
+@pytest.mark.parametrize("query,limit,window", [
+    ("?custom_id=req", 3, False),  # by custom id, dense: counted up to the limit, then found early in key order
+    ("?custom_id=req", 10_000, False),
+    ("?custom_id=req-3", 10_000, True),  # sparse: counted with its rows
+    ("?custom_id=req&sort=-tokens", 10_000, True),  # by tokens, a pass over the batch anyway
+    ("?custom_id=req&sort=-tokens", 100, False),  # unless holding the matches costs more than a count reads
+])
+def test_a_searchs_first_page_is_counted_the_cheaper_way(client, operator, finished_batch, settings, query, limit,
+                                                          window):
+    settings.LIST_COUNT_LIMIT = limit
+    index_batch(finished_batch, six(more=[Req(f"req-other-{i}") for i in range(300)]))
+    first = _sql(client, URL + query)
+    assert any("OVER ()" in q for q in first) == window
+    assert any(q.startswith("SELECT COUNT(*) FROM (SELECT") and f"LIMIT {limit + 1}" in q for q in first) != window
 
 
 def test_an_index_still_being_built_is_counted_afresh_each_time(client, operator, finished_batch):
     index_batch(finished_batch, six(), indexed=False)
     for _ in range(2):
         assert sum("GROUP BY" in q for q in _sql(client, URL)) == 1
-        assert sum(q.startswith("SELECT COUNT(*)") for q in _sql(client, URL + "?q=a")) == 1
+        counts = _sql(client, URL + "?q=a")
+        assert sum(q.startswith("SELECT COUNT(*) FROM (SELECT") or "OVER ()" in q for q in counts) == 1
 
 
 def test_a_deep_page_of_a_search_counts_it_when_no_count_is_kept(client, operator, finished_batch, settings):
@@ -527,7 +545,8 @@ def test_the_files_panel_hides_error_messages_from_viewers(client, login, finish
     from batches import files
 
     for kind in ("input", "output", "error"):  # read already: the panel schedules nothing
-        cache.set(files._cache_key("file-meta", finished_batch.connection_id, finished_batch.file_id(kind)), {"bytes": 9})
+        key = files._cache_key("file-meta", finished_batch.connection_id, finished_batch.file_id(kind))
+        cache.set(key, {"bytes": 9})
     cache.set(files._summary_key(finished_batch), {"lines": 2, "bytes_read": 100, "truncated": False, "groups": [
         {"status": 400, "code": "bad_thing", "count": 2,
          "examples": [{"custom_id": "req-3", "message": "secret prompt echoed"}]}]})
