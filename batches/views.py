@@ -523,7 +523,7 @@ def request_export(request, slug: str, batch_id: str, kind: str):
             reason, status = problem
             actions.audit(user=request.user, action="download", batch=batch, detail="requests.jsonl",
                           outcome=actions.Outcome(False, f"{description}: {reason}"))
-            return _file_problem(request, batch, "requests", reason, status)
+            return _file_problem(request, batch, "requests.jsonl", reason, status)
         chunks, content_type = explorer.jsonl_chunks(rows, files), "application/jsonl"
     export = explorer.Export(chunks, batch=batch, user=request.user, detail=f"requests.{kind}",
                              description=description)

@@ -203,7 +203,7 @@ def test_a_complete_index_is_counted_once_and_a_search_once_per_filter(client, o
 def test_a_searchs_first_page_is_counted_the_cheaper_way(client, operator, finished_batch, settings, query, limit,
                                                           window):
     settings.LIST_COUNT_LIMIT = limit
-    index_batch(finished_batch, six(more=[Req(f"req-other-{i}") for i in range(300)]))
+    index_batch(finished_batch, six(more=[Req(f"req-other-{i}") for i in range(1100)]))  # a sample of 1,000 rows
     first = _sql(client, URL + query)
     assert any("OVER ()" in q for q in first) == window
     assert any(q.startswith("SELECT COUNT(*) FROM (SELECT") and f"LIMIT {limit + 1}" in q for q in first) != window
