@@ -43,7 +43,7 @@ test: $(VENV)/.dev | var
 # Every benchmark at a tiny size, so none of them rots (CI runs this); full sizes are the scripts' defaults.
 bench-smoke: $(VENV)/.dev | var
 	$(BIN)/python bench/sync.py --sizes 150,300 --active 5 --polls 20
-	$(BIN)/python bench/pages.py --batches 300 --snapshots 3000 --detail-snapshots 500 --rounds 1
+	$(BIN)/python bench/pages.py --batches 300 --snapshots 3000 --detail-snapshots 500 --rounds 1 --request-batches 3 --requests-per-batch 400
 	$(BIN)/python bench/download.py --megabytes 5
 	$(BIN)/python bench/results.py --requests 2000 --megabytes 8
 	$(BIN)/python bench/retry.py --requests 2000 --megabytes 8

@@ -56,7 +56,7 @@ def connection_deleted(connection: Connection, **who) -> None:
     record("connection_deleted", target=connection.slug, detail=connection.name, **who)
 
 
-class _Line:
+class CsvLine:
     """csv.writer writes each row here and gets it back as text: Django's pattern for streaming CSV."""
 
     def write(self, line: str) -> str:
@@ -66,15 +66,15 @@ class _Line:
 def csv_lines(events=None):
     """The trail (`events`, or all of it), newest first, read from the database in chunks: constant memory
     however long it is."""
-    writer = csv.writer(_Line())
+    writer = csv.writer(CsvLine())
     yield writer.writerow(CSV_COLUMNS)
     events = AuditEvent.objects.all() if events is None else events
     rows = events.order_by("-created", "-pk").values_list(*CSV_COLUMNS.values())
     for row in rows.iterator(chunk_size=1000):
-        yield writer.writerow([_cell(value) for value in row])
+        yield writer.writerow([csv_cell(value) for value in row])
 
 
-def _cell(value) -> str:
+def csv_cell(value) -> str:
     """Text a spreadsheet would run as a formula gets a leading quote: the usernames a failed log-in tried,
     for one, are anyone's."""
     if isinstance(value, bool):

@@ -14,21 +14,27 @@ continue from (keyset pagination), so a deep page costs what the first one does.
 
 import base64
 import binascii
+import hashlib
 import json
 import math
+import string
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time as dt_time, timedelta, timezone as dt_timezone
 from typing import NamedTuple
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db import connection as db
-from django.db.models import (Avg, BooleanField, Count, DateTimeField, Exists, F, IntegerField, OuterRef, Q, QuerySet,
-                              Subquery, Sum)
+from django.core.cache import cache
+from django.db import connection as db, transaction
+from django.db.models import (Avg, BooleanField, Count, DateTimeField, Exists, F, IntegerField, Max, Min, OuterRef, Q,
+                              QuerySet, Subquery, Sum, Window)
+from django.db.models.functions import Collate, Lower
 
 from teams.models import OPERATOR, VIEWER, Team
 
-from .models import (ACTIVE_STATUSES, ALL_FAILED, KNOWN_STATUSES, ArchivedFile, AuditEvent, Batch, BatchCount,
+from .converters import LongRequestId
+from .models import (ALL_FAILED, KNOWN_STATUSES, ArchivedFile, AuditEvent, Batch, BatchCount,
                      BatchRequest, Connection, RequestOutcome, SubmissionPart)
 from .retries import RETRYABLE
 
@@ -214,6 +220,10 @@ def filtered_batches(filters: dict, user):
     if filters.get("q") and filters["q"].strip():
         # ids, file ids, the model, validation error codes, metadata values and `key:value` (payload.search_text)
         batches = batches.filter(search_text__contains=filters["q"].strip().lower())
+    if filters.get("request_error"):
+        # batches with a request that failed with this code: the request index's partial index (error_code, batch)
+        batches = batches.filter(pk__in=BatchRequest.objects.filter(error_code=filters["request_error"])
+                                 .values("batch"))
     sort = filters.get("sort") or DEFAULT_SORT
     return batches.order_by(*_order(SORTS[sort]))
 
@@ -251,7 +261,7 @@ def list_count(filters: dict, counts: list[tuple], connections, batches) -> tupl
     connection at most are summed from `counts`; others are counted in SQL, but only up to
     LIST_COUNT_LIMIT + 1 rows, so a search matching most of the table costs no more than one matching
     10,000 (the page then says "10,000+")."""
-    if not any(filters.get(k) for k in ("endpoint", "model", "created_from", "created_to")) and not (
+    if not any(filters.get(k) for k in ("endpoint", "model", "created_from", "created_to", "request_error")) and not (
             filters.get("q") or "").strip():
         slug = filters.get("connection")
         connection_id = next((c.pk for c in connections if c.slug == slug), None) if slug else None
@@ -286,18 +296,19 @@ class ListPage:
 
 
 def batch_page(batches, *, sort: str, number: int, size: int, count: int, exact: bool, after: str = "",
-               before: str = "") -> ListPage:
+               before: str = "", sorts: dict = SORTS, one_query: bool = False) -> ListPage:
     """Page `number` of an ordered list. With `after` (or `before`), the cursor of the row the page follows
     (or precedes), the rows are read from that row on through the sort's index, whatever the depth;
     without one (a page number typed or shared without its cursor), by OFFSET. Either way the page's
-    links carry cursors."""
-    keys = SORTS[sort]
-    values = _values(after or before, keys) if after or before else None
+    links carry cursors. `sorts` names the orders `batches` may have; `one_query` reads the rows after a
+    cursor in one query instead of one per index range (for a sort no index serves)."""
+    keys = sorts[sort]
+    values = _values(after or before, keys, batches.model) if after or before else None
     rows = []
     if values is not None and after:
-        rows = _rows_after(batches, keys, values, size + 1)
+        rows = _rows_after(batches, keys, values, size + 1, one_query)
     elif values is not None:
-        rows = _rows_after(batches.reverse(), [_reversed(k) for k in keys], values, size + 1)
+        rows = _rows_after(batches.reverse(), [_reversed(k) for k in keys], values, size + 1, one_query)
         if len(rows) > size:  # a full page, and more before it
             page = ListPage(rows[size - 1::-1], number, count, exact, size)
             return _with_links(page, keys, has_next=True, has_previous=True)
@@ -325,9 +336,12 @@ def _with_links(page: ListPage, keys, *, has_next: bool, has_previous: bool) -> 
     return page
 
 
-def _rows_after(batches, keys, values, limit: int) -> list:
+def _rows_after(batches, keys, values, limit: int, one_query: bool = False) -> list:
+    ranges = _ranges(keys, values, batches.model)
+    if one_query:
+        return list(batches.filter(Q(*ranges, _connector=Q.OR))[:limit])
     rows = []
-    for condition in _ranges(keys, values):
+    for condition in ranges:
         rows += batches.filter(condition)[:limit - len(rows)]
         if len(rows) >= limit:
             break
@@ -344,7 +358,7 @@ def _reversed(key: Key) -> Key:
     return Key(key.field, not key.descending, not _nulls_last(key), key.few)
 
 
-def _ranges(keys, values) -> list[Q]:
+def _ranges(keys, values, model=Batch) -> list[Q]:
     """The rows after `values` in the order of `keys`, as consecutive ranges in that order, each one a
     range of an index on `keys`: equal leading columns, then a bound on one run of columns sorted the
     same way. Usually one range; a second one when a page crosses from one status to the next, or into
@@ -365,19 +379,19 @@ def _ranges(keys, values) -> list[Q]:
             parts[-1] = [j, bound & (after | parts[-1][1]), True]
         else:
             parts.append([j, after, True])
-        if _nulls_last(key) and Batch._meta.get_field(key.field).null:
+        if _nulls_last(key) and model._meta.get_field(key.field).null:
             parts.append([j, Q(**{f"{key.field}__isnull": True}), False])
     return [Q(*[Q(**{keys[i].field: values[i]} if values[i] is not None else {f"{keys[i].field}__isnull": True})
                 for i in range(j)]) & condition for j, condition, _ in parts]
 
 
-def _cursor(row: Batch, keys) -> str:
+def _cursor(row, keys) -> str:
     values = [getattr(row, k.field) for k in keys]
     text = json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _values(cursor: str, keys) -> list | None:
+def _values(cursor: str, keys, model=Batch) -> list | None:
     """The row position a cursor from the query string holds, or None if it is not one for this sort."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -386,7 +400,7 @@ def _values(cursor: str, keys) -> list | None:
     if not isinstance(values, list) or len(values) != len(keys):
         return None
     for index, (key, value) in enumerate(zip(keys, values)):
-        field = Batch._meta.get_field(key.field)
+        field = model._meta.get_field(key.field)
         if value is None:
             if not field.null:
                 return None
@@ -510,3 +524,183 @@ def _family_outcomes(generations: list[list[Batch]]) -> dict:
         by_generation[generation] += 1
     return {"requests": len(everyone), "succeeded_by_generation": by_generation,
             "still_failing": len(everyone) - len(first_success), "indexed": bool(everyone)}
+
+
+# ----- the request explorer (one batch's requests, from the request index) --------------------------------------
+# Each sort ends with custom_id, unique within a batch. By custom_id the primary key (batch, custom_id) reads
+# the rows in order; by tokens there is no index (each costs bytes per request): one batch's rows are sorted.
+REQUEST_SORTS = {
+    "custom_id": (Key("custom_id"),),
+    "-tokens": (Key("total_tokens", True, nulls_last=True), Key("custom_id")),
+    "tokens": (Key("total_tokens", nulls_last=True), Key("custom_id")),
+}
+REQUEST_SORT_LABELS = {"custom_id": "custom id A–Z", "-tokens": "most tokens first", "tokens": "fewest tokens first"}
+DEFAULT_REQUEST_SORT = "custom_id"
+_FOLD_ASCII = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def filtered_requests(batch: Batch, filters: dict, *, content: bool) -> QuerySet[BatchRequest]:
+    """The batch's indexed requests that an explorer with these (validated) filters shows, in its sort order.
+    The preview's text is searched only for a user who may see content (`content`): a search is an oracle."""
+    rows = BatchRequest.objects.filter(batch=batch)
+    if filters.get("outcome"):
+        rows = rows.filter(outcome__in=[RequestOutcome[name.upper()] for name in filters["outcome"]])
+    if filters.get("error"):
+        rows = rows.filter(error_code=filters["error"])
+    if filters.get("custom_id"):
+        rows = rows.filter(custom_id__contains=filters["custom_id"])
+    if content and filters.get("q") and filters["q"].strip():
+        # Case folds A–Z only, as SQLite's LIKE does; on PostgreSQL byte by byte ("C"): a search reads every
+        # preview of the batch, and a locale's lower() made that pass twice as slow (bench/pages.py).
+        term = filters["q"].strip().translate(_FOLD_ASCII)
+        if db.vendor == "postgresql":
+            rows = rows.alias(folded=Lower(Collate("preview", "C"))).filter(folded__contains=term)
+        else:
+            rows = rows.filter(preview__contains=term)
+    return rows.order_by(*_order(REQUEST_SORTS[filters.get("sort") or DEFAULT_REQUEST_SORT]))
+
+
+# Once a batch's index is complete its rows never change: counts over them are kept this long, keyed by the
+# index's state (a file removed or indexed again makes new keys).
+REQUEST_COUNTS_SECONDS = 24 * 3600
+
+
+def _counts_key(kind: str, batch: Batch, index_version, *parts) -> str | None:
+    if index_version is None:
+        return None
+    digest = hashlib.sha256(repr((batch.pk, index_version, parts)).encode()).hexdigest()[:32]
+    return f"{kind}:{batch.pk}:{digest}"
+
+
+@contextmanager
+def _whole_batch_reads(enabled: bool = True):
+    """Reads that visit every row of one batch, on PostgreSQL: through a bitmap of the primary key's range, page
+    by page, instead of an index scan in custom_id order. A batch's rows sit together on disk, but in the order
+    of its files, not of custom_id; the planner sees only batch_id's correlation (~1) and takes the index
+    scan, which then touches a page per row: 2-4x slower over 50,000 rows (bench/pages.py)."""
+    if not enabled or db.vendor != "postgresql":
+        yield
+        return
+    outer = db.in_atomic_block
+    with transaction.atomic():
+        with db.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        try:
+            yield
+        finally:
+            if outer:  # SET LOCAL lasts until the outermost transaction ends: give it back now
+                with db.cursor() as cursor:
+                    cursor.execute("SET LOCAL enable_indexscan = on")
+
+
+def request_tally(batch: Batch, *, index_version=None) -> list[tuple[int, str, int]]:
+    """(outcome, error code, requests) over the batch's whole index: one pass over its rows gives the counts
+    per outcome, per error code, and of any filter by those two. With `index_version` (a complete index's
+    state) the answer is cached."""
+    key = _counts_key("request-tally", batch, index_version)
+    if key and (tally := cache.get(key)) is not None:
+        return tally
+    with _whole_batch_reads():
+        tally = list(BatchRequest.objects.filter(batch=batch).order_by().values_list("outcome", "error_code")
+                     .annotate(n=Count("*")))
+    if key:
+        cache.set(key, tally, REQUEST_COUNTS_SECONDS)
+    return tally
+
+
+_SAMPLE_ROWS = 1000
+
+
+def _expected_matches(batch: Batch, rows, total: int) -> float:
+    """How many of the batch's `total` rows a search may match, from its first _SAMPLE_ROWS by custom_id (two
+    small reads of a range of the primary key)."""
+    last = BatchRequest.objects.filter(batch=batch).order_by("custom_id").values_list("custom_id", flat=True)[
+        _SAMPLE_ROWS - 1:_SAMPLE_ROWS].first()
+    if last is None:  # a small batch: count it all
+        return rows.order_by().count()
+    return rows.filter(custom_id__lte=last).order_by().count() * total / _SAMPLE_ROWS
+
+
+def _counted_with_rows(*, by_key: bool, expected: float, limit: int, total: int) -> bool:
+    """Whether a search's first page is best counted in the same pass as its rows (a window over its matches,
+    which holds them all) rather than by a count of its own that stops at `limit` + 1. By custom_id a dense
+    search's page is then found early in key order, so only a sparse one gains; by tokens every page reads
+    the whole batch, so the window gains until holding the matches costs more than the count would read
+    (about when matches² > limit × rows)."""
+    return expected * 250 < total if by_key else expected * expected <= limit * total
+
+
+def request_page(batch: Batch, filters: dict, tally: list[tuple], rows, *, size: int,
+                 index_version=None) -> ListPage:
+    """A page of the explorer's (validated) filters and how many requests they match, `rows` being
+    filtered_requests(). Counts come from the tally when the filters are by outcome and error code at most;
+    a search's is counted once (up to LIST_COUNT_LIMIT) and kept with `index_version`, so that paging
+    through it reads the batch once a page; its first page is counted the cheaper of two ways for what a
+    sample says it matches (_counted_with_rows).
+
+    By custom_id the primary key reads a page in order and stops after it: cheap while matches are dense.
+    Sparse ones are read in one pass over the batch instead, which that walk would have made row by row; by
+    tokens every row of the batch is sorted anyway."""
+    sort = filters.get("sort") or DEFAULT_REQUEST_SORT
+    by_key = sort == DEFAULT_REQUEST_SORT
+    after, before, number = filters.get("after") or "", filters.get("before") or "", filters.get("page") or 1
+    total = sum(n for *_, n in tally)
+    key = found = None
+    limit = settings.LIST_COUNT_LIMIT
+    if not filters.get("custom_id") and not (filters.get("q") or "").strip():
+        limit = math.inf  # an exact sum, whatever its size
+        outcomes = {RequestOutcome[name.upper()] for name in filters.get("outcome") or []}
+        code = filters.get("error")
+        found = sum(n for outcome, error_code, n in tally
+                    if (not outcomes or outcome in outcomes) and (not code or error_code == code))
+    else:
+        key = _counts_key("request-count", batch, index_version, limit,
+                          *(repr(filters.get(k)) for k in ("outcome", "error", "custom_id", "q")))
+        found = cache.get(key) if key else None
+    counted = found is None
+    one_pass = counted and not (after or before) and number == 1 and _counted_with_rows(
+        by_key=by_key, expected=_expected_matches(batch, rows, total), limit=limit, total=total)
+    if one_pass:
+        rows = rows.annotate(matching=Window(Count("*")))
+    elif counted:
+        with _whole_batch_reads():
+            found = rows.order_by()[:limit + 1].count()
+    # Under 1 match in 250 rows, a walk in key order to a page of 50 matches would visit most of a batch.
+    sparse = one_pass or found * 250 < total
+    with _whole_batch_reads(not by_key or sparse):
+        page = batch_page(rows, sort=sort, number=number, size=size, count=min(found or 0, limit),
+                          exact=(found or 0) <= limit, after=after, before=before, sorts=REQUEST_SORTS,
+                          one_query=not by_key)
+    if one_pass:
+        found = page.rows[0].matching if page.rows else 0
+        page.count, page.exact = min(found, limit), found <= limit
+    if key and counted:
+        cache.set(key, found, REQUEST_COUNTS_SECONDS)
+    return page
+
+
+def find_request(batch: Batch, custom_id: str) -> BatchRequest | None:
+    """The batch's request with this custom_id; a long id's URL names its prefix and the one id it matches."""
+    rows = BatchRequest.objects.filter(batch=batch)
+    if isinstance(custom_id, LongRequestId):
+        return next((row for row in rows.filter(custom_id__startswith=str(custom_id)).iterator()
+                     if custom_id.matches(row.custom_id)), None)
+    return rows.filter(custom_id=custom_id).first()
+
+
+def failed_neighbours(row: BatchRequest, tally: list[tuple]) -> tuple[str | None, str | None]:
+    """The custom ids of the failed requests before and after `row`, in custom_id order. The tally says how
+    many there are: none, no query; few (under 1 in 100), one pass over the batch's failed rows, however far
+    apart they are; many, the primary key in order from `row`, which meets one within a few rows."""
+    failed = sum(n for outcome, _, n in tally if outcome == RequestOutcome.FAILED)
+    if not failed:
+        return None, None
+    rows = BatchRequest.objects.filter(batch_id=row.batch_id, outcome=RequestOutcome.FAILED)
+    if failed * 100 < sum(n for *_, n in tally):
+        with _whole_batch_reads():
+            found = rows.aggregate(previous=Max("custom_id", filter=Q(custom_id__lt=row.custom_id)),
+                                   following=Min("custom_id", filter=Q(custom_id__gt=row.custom_id)))
+        return found["previous"], found["following"]
+    previous = rows.filter(custom_id__lt=row.custom_id).order_by("-custom_id").values_list("custom_id", flat=True)
+    following = rows.filter(custom_id__gt=row.custom_id).order_by("custom_id").values_list("custom_id", flat=True)
+    return previous.first(), following.first()

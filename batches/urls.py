@@ -3,6 +3,7 @@ from django.urls import path, register_converter
 from . import converters, views
 
 register_converter(converters.ApiIdConverter, "apiid")
+register_converter(converters.RequestIdConverter, "requestid")
 batch = "batches/<slug:slug>/<apiid:batch_id>/"
 
 urlpatterns = [
@@ -17,5 +18,9 @@ urlpatterns = [
     path(batch + "lineage/", views.batch_lineage, name="batch-lineage"),
     path(batch + "lineage/results/<str:kind>/", views.batch_merged_results, name="batch-merged-results"),
     path("batches/new/", views.batch_new, name="batch-new"),
+    path(batch + "requests/", views.request_list, name="batch-requests"),
+    # "export.csv" is no request's segment: a custom_id with a "." is written in base64 (converters.py)
+    path(batch + "requests/export.<str:kind>", views.request_export, name="batch-requests-export"),
+    path(batch + "requests/<requestid:custom_id>/", views.request_detail, name="batch-request"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -12,14 +12,14 @@ from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import actions, archive, files, health, insights, retries, selectors, uploads
+from . import actions, archive, explorer, files, health, insights, retries, selectors, uploads
 from .client import ApiError, BatchApi, PermanentError
 from .models import FILE_KINDS, KNOWN_STATUSES, ArchivedFile, Batch, BatchRequest, Submission
 
@@ -56,6 +56,9 @@ class ListFilters(forms.Form):
     created_from = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     created_to = forms.DateField(required=False, validators=_DATES, widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, max_length=200, label="Search", validators=[_decoded_text])
+    # Batches with a request that failed with this code (the request index of archived batches).
+    request_error = forms.CharField(required=False, max_length=100, label="Request error code",
+                                    validators=[_decoded_text])
     sort = forms.ChoiceField(choices=list(selectors.SORT_LABELS.items()), required=False)
     page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
     # Where the pager's links continue from (selectors.batch_page); one that does not fit is not used.
@@ -134,8 +137,8 @@ def batch_list(request):
         card["href"] = f"?{card_query + '&' if card_query else ''}status={card['status']}"
         card["active"] = card["status"] in (filters.get("status") or [])
     sort = filters.get("sort") or selectors.DEFAULT_SORT
-    active_filters = sum(1 for k in ("status", "connection", "endpoint", "model", "created_from", "created_to", "q")
-                         if filters.get(k))
+    active_filters = sum(1 for k in ("status", "connection", "endpoint", "model", "created_from", "created_to", "q",
+                                     "request_error") if filters.get(k))
     now = timezone.now()
     context = {
         "form": form,
@@ -468,8 +471,6 @@ def batch_retry(request, slug: str, batch_id: str):
     level = messages.info if outcome.info else messages.success if outcome.ok else messages.error
     level(request, outcome.message)
     return redirect("batch-lineage", batch.connection.slug, batch.batch_id)
-
-
 @login_required
 @require_GET
 def batch_retry_file(request, slug: str, batch_id: str):
@@ -672,6 +673,160 @@ def _submit_staged(request, connections):
     if outcome.ok and first is not None:
         return redirect("batch-detail", first.batch.connection.slug, first.batch.batch_id)
     return _preview(request, staged, [], form, status=200)  # the same token: submitting again resumes
+
+
+# ----- the request explorer ----------------------------------------------------------------------
+class RequestFilters(forms.Form):
+    outcome = forms.MultipleChoiceField(choices=[(name, value.label) for name, (value, _) in explorer.OUTCOMES.items()],
+                                        required=False)
+    error = forms.CharField(required=False, max_length=100, label="Error code", validators=[_decoded_text])
+    custom_id = forms.CharField(required=False, max_length=200, label="Custom id contains",
+                                validators=[_decoded_text])
+    q = forms.CharField(required=False, max_length=200, label="Text in preview", validators=[_decoded_text])
+    sort = forms.ChoiceField(choices=list(selectors.REQUEST_SORT_LABELS.items()), required=False)
+    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    after = forms.CharField(required=False, max_length=2000)
+    before = forms.CharField(required=False, max_length=2000)
+
+
+def _request_filters(request, can: dict, *, warn: bool) -> tuple[forms.Form, dict]:
+    """The explorer's validated filters; the preview search only for users who may see content."""
+    form = RequestFilters(request.GET)
+    form.is_valid()
+    filters = form.cleaned_data
+    if warn:
+        for name, errors in form.errors.items():
+            label = (form.fields[name].label or name) if name in form.fields else "Filters"
+            messages.warning(request, f"{label}: {' '.join(errors)} This filter was ignored.")
+    if filters.get("q") and not can["content"]:
+        filters["q"] = ""
+        if warn:
+            messages.warning(request, "Searching the previews needs permission to see request content; the search "
+                                      "was ignored.")
+    return form, filters
+
+
+def _filter_label(filters: dict) -> str:
+    """The filters of an export, for its audit record."""
+    parts = [f"{name}={','.join(value) if isinstance(value, list) else value}" for name, value in filters.items()
+             if name in ("outcome", "error", "custom_id", "q") and value]
+    return ", ".join(parts) or "no filter"
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def request_list(request, slug: str, batch_id: str):
+    """One batch's requests from the request index: counts per outcome against the API's, filters, a keyset-paged
+    table, and while the index is being built a poll that stops when it is done."""
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if not request.htmx and any("" in values for _, values in request.GET.lists()):
+        return redirect(_without_empty(request))
+    form, filters = _request_filters(request, can, warn=not request.htmx)
+    state = explorer.archive_state(batch)
+    version = _token(batch.version, state.version, _query_without(request))
+    if request.htmx and request.GET.get("v") == version:
+        return HttpResponse(status=204)
+    tally = selectors.request_tally(batch, index_version=state.final_version)
+    rows = selectors.filtered_requests(batch, filters, content=can["content"])
+    page = selectors.request_page(batch, filters, tally, rows, size=settings.LIST_PAGE_SIZE,
+                                  index_version=state.final_version)
+    sort = filters.get("sort") or selectors.DEFAULT_REQUEST_SORT
+    cards = explorer.outcome_cards(batch, tally)
+    card_query = _query_without(request, "outcome", "page", "after", "before")
+    for card in cards:
+        card["href"] = f"?{card_query + '&' if card_query else ''}outcome={card['name']}" if card["name"] else (
+            f"?{card_query}" if card_query else "?")
+        card["active"] = card["name"] in (filters.get("outcome") or []) if card["name"] else not filters.get("outcome")
+    codes = explorer.error_codes(tally)
+    if filters.get("error") and filters["error"] not in dict(codes):
+        codes.append((filters["error"], 0))
+    active_filters = sum(1 for k in ("outcome", "error", "custom_id", "q") if filters.get(k))
+    context = {
+        "batch": batch,
+        "connection": batch.connection,
+        "can": can,
+        "form": form,
+        "filters": filters,
+        "state": state,
+        "cards": cards,
+        "notes": explorer.count_notes(batch, state, cards),
+        "codes": codes,
+        "page": page,
+        "sort": sort,
+        "sort_label": selectors.REQUEST_SORT_LABELS[sort],
+        "sort_columns": _request_sort_columns(sort, _query_without(request, "sort", "page", "after", "before")),
+        "version": version,
+        "live_query": _query_without(request),
+        "page_query": _query_without(request, "page", "after", "before"),
+        "export_query": _query_without(request, "page", "after", "before", "sort"),
+        "active_filters": active_filters,
+        "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
+    }
+    template = "batches/requests.html#requests-update" if request.htmx else "batches/requests.html"
+    return render(request, template, context)
+
+
+def _request_sort_columns(sort: str, query: str) -> dict:
+    """The Tokens header: a link to most tokens first, or to the other direction when sorted by tokens."""
+    direction = {"-tokens": "descending", "tokens": "ascending"}.get(sort)
+    following = "tokens" if sort == "-tokens" else "-tokens"
+    return {"tokens": {"direction": direction, "href": f"?{query + '&' if query else ''}sort={following}"},
+            "custom_id": {"direction": "ascending" if sort == "custom_id" else None,
+                          "href": f"?{query}" if query else "?"}}
+
+
+@login_required
+@require_GET
+def request_detail(request, slug: str, batch_id: str, custom_id: str):
+    """One request: its indexed facts for anyone who sees the batch; its request and response bodies, from the
+    archived files, for those who may see content."""
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    row = selectors.find_request(batch, custom_id)
+    if row is None:
+        raise Http404("No such request in this batch's index.")
+    state = explorer.archive_state(batch)
+    tally = selectors.request_tally(batch, index_version=state.final_version)
+    previous, following = selectors.failed_neighbours(row, tally)
+    context = {"batch": batch, "connection": batch.connection, "can": can, "row": row,
+               "outcome_name": explorer.OUTCOME_NAMES.get(row.outcome, ""), "previous": previous,
+               "following": following, "body_limit": explorer.BODY_LIMIT,
+               "result_title": "Error" if row.result_in_error_file else "Response"}
+    if can["content"]:
+        context["request_body"], context["result_body"] = explorer.request_bodies(row, state.files)
+        context["conversation"] = explorer.conversation(context["request_body"], context["result_body"])
+    return render(request, "batches/request.html", context)
+
+
+@login_required
+@require_GET
+def request_export(request, slug: str, batch_id: str, kind: str):
+    """The explorer's current filter as CSV (the indexed columns; the preview only with content) or JSONL (the
+    original output and error lines, from the archive; content only), streamed and audited as a download."""
+    batch, can = _get_batch_for_user(request, slug, batch_id)
+    if kind not in ("csv", "jsonl"):
+        raise Http404("No such export.")
+    if kind == "jsonl" and not can["content"]:
+        raise PermissionDenied
+    _, filters = _request_filters(request, can, warn=False)
+    filters["sort"] = selectors.DEFAULT_REQUEST_SORT  # by custom_id, along the primary key, whatever the page shows
+    rows = selectors.filtered_requests(batch, filters, content=can["content"])
+    description = f"requests export ({_filter_label(filters)})"
+    if kind == "csv":
+        chunks, content_type = explorer.csv_chunks(rows, content=can["content"]), "text/csv; charset=utf-8"
+    else:
+        files = explorer.archive_state(batch).files
+        if problem := explorer.jsonl_problem(rows, files):
+            reason, status = problem
+            actions.audit(user=request.user, action="download", batch=batch, detail="requests.jsonl",
+                          outcome=actions.Outcome(False, f"{description}: {reason}"))
+            return _file_problem(request, batch, "requests.jsonl", reason, status)
+        chunks, content_type = explorer.jsonl_chunks(rows, files), "application/jsonl"
+    export = explorer.Export(chunks, batch=batch, user=request.user, detail=f"requests.{kind}",
+                             description=description)
+    response = StreamingHttpResponse(export, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{_download_name(batch.batch_id)}_requests.{kind}"'
+    return response
 
 
 # ----- health ------------------------------------------------------------------------------------

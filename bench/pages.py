@@ -1,7 +1,8 @@
 """Page benchmark: the batch list with many batches and snapshots, a detail page with a long history, the
-bytes an idle live poll costs, and snapshot retention's hourly run.
+bytes an idle live poll costs, snapshot retention's hourly run, and the results explorer over the request index.
 
     python bench/pages.py [--batches 1000000] [--snapshots 10000000] [--detail-snapshots 10000]
+                          [--request-batches 100] [--requests-per-batch 50000] [--parts list,detail,explorer]
                           [--rounds 5] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
 
 Server time is measured in-process around Django's test client (no network), with the SQL query count.
@@ -11,14 +12,22 @@ a reader reaches them, by the pager's "Older" link from the page before; "typed"
 written into the URL by hand.
 Targets: list p95 < 100 ms after a change and < 50 ms warm, <= 8 queries, whatever the filter, sort, page
 size or depth; detail p95 < 50 ms after a change. Idle polls: the bytes of request and answer, reported.
+Explorer: BatchRequest rows for --request-batches finished batches (set-based SQL, one batch at a time, rows in
+an order unrelated to their custom ids, as the indexer writes them); every combination of its filters and
+sorts on one of those batches, first and deep pages, p95 < 100 ms warm; one request's page (its lines from a
+small archived file) p95 < 50 ms; the list filtered by a request error code (<= 8 queries); and the index's
+bytes per request (< 300 with its indexes).
 """
 
 import argparse
 import html
+import itertools
 import os
 import platform
 import random
 import re
+import shutil
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -44,8 +53,19 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1_000_000)
     parser.add_argument("--snapshots", type=int, default=10_000_000)
     parser.add_argument("--detail-snapshots", type=int, default=10_000)
+    parser.add_argument("--request-batches", type=int, default=100, help="finished batches given indexed requests")
+    parser.add_argument("--requests-per-batch", type=int, default=50_000)
+    parser.add_argument("--parts", default="list,detail,explorer",
+                        help="what to measure, of list (the batch list), detail (a batch page, polls, retention) "
+                             "and explorer (the request explorer and the list's request error filter)")
     parser.add_argument("--rounds", type=int, default=5, help="measurements per URL, page size and column")
-    run_on_private_database(parser, "pages", run)
+    # One request's page reads its lines from an archived file: the archive goes to a directory of its own.
+    archive_root = tempfile.mkdtemp(prefix="batchboard-bench-archive-")
+    os.environ["ARCHIVE_ROOT"] = archive_root
+    try:
+        run_on_private_database(parser, "pages", run)
+    finally:
+        shutil.rmtree(archive_root, ignore_errors=True)
 
 
 # Odd multipliers of a multiplicative hash: deterministic "random" picks computed by the database.
@@ -177,6 +197,7 @@ def timed(client, url, **headers):
     from django.db import connection as db
     from django.test.utils import CaptureQueriesContext
 
+    db.queries_log.clear()  # it keeps 9,000 queries: once full, a capture would count none
     with CaptureQueriesContext(db) as queries:
         started = time.perf_counter()
         response = client.get(url, **headers)
@@ -299,20 +320,47 @@ def run(args) -> None:
     from django.contrib.auth.models import User
     from django.db import connection as db
     from django.test import Client
+
+    from batches.models import BatchSnapshot
+
+    settings.ALLOWED_HOSTS = ["*"]
+    parts = set(args.parts.split(","))
+    detail, seconds = generate(args)
+    admin = User.objects.create_superuser("bench", password="x")
+    client = Client()
+    client.force_login(admin)
+    changes = Changes()
+    rows, notes = [], []
+    if "list" in parts:
+        rows += list_rows(client, settings, changes, args.rounds)
+    if "detail" in parts:
+        detail_rows(client, changes, detail, args, rows, notes)
+    if "explorer" in parts:
+        explorer_seconds = generate_requests(args)
+        rows += explorer_rows(client, settings, args, notes)
+        notes.append(f"request index generated in {explorer_seconds:.0f}s")
+
+    print(f"Page benchmark: {args.batches:,} batches, {BatchSnapshot.objects.count():,} snapshots "
+          f"(generated in {seconds:.0f}s){_requests_note(parts)}; database {db.vendor}; {platform.machine()}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    print(table(rows, ("measurement", "requests", "warm p50 / p95 ms", "after a change p50 / p95 ms",
+                       "max queries")))
+    print("\n".join(notes))
+
+
+def _requests_note(parts) -> str:
+    from batches.models import BatchRequest
+
+    return f", {BatchRequest.objects.count():,} indexed requests" if "explorer" in parts else ""
+
+
+def detail_rows(client, changes, detail, args, rows, notes) -> None:
     from django.urls import reverse
     from django.utils import timezone
 
     from batches.models import BatchSnapshot
     from batches.retention import thin_snapshots
     from batches.store import rebuild_batch_counts
-
-    settings.ALLOWED_HOSTS = ["*"]
-    detail, seconds = generate(args)
-    admin = User.objects.create_superuser("bench", password="x")
-    client = Client()
-    client.force_login(admin)
-    changes = Changes()
-    rows = list_rows(client, settings, changes, args.rounds)
 
     url = reverse("batch-detail", args=[detail.connection.slug, detail.batch_id])
     timed(client, url)
@@ -327,7 +375,6 @@ def run(args) -> None:
     rows.append((f"detail, {count:,} snapshots", len(warm) + len(change), f"{pct(warm, 50):.1f} / {pct(warm, 95):.1f}",
                  f"{pct(change, 50):.1f} / {pct(change, 95):.1f}", most))
 
-    notes = []
     for name, page in (("list", "/?status=in_progress"), ("detail", url)):
         elapsed, sent, answered, queries = poll_bytes(client, page)
         rows.append((f"idle {name} poll (204)", 1, f"{elapsed:.1f}", "", queries))
@@ -342,12 +389,263 @@ def run(args) -> None:
     counted = rebuild_batch_counts()
     notes.append(f"rebuild_batch_counts: {time.perf_counter() - started:.2f} s for {counted:,} batches")
 
-    print(f"Page benchmark: {args.batches:,} batches, {BatchSnapshot.objects.count():,} snapshots "
-          f"(generated in {seconds:.0f}s); database {db.vendor}; {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
-    print(table(rows, ("measurement", "requests", "warm p50 / p95 ms", "after a change p50 / p95 ms",
-                       "max queries")))
-    print("\n".join(notes))
+
+# ----- the results explorer ----------------------------------------------------------------------------------
+# Of 1,000 requests: 930 succeed, 45 fail (a code below), 18 expire, 4 are cancelled, 3 never ran.
+FAILURES = [("rate_limit_exceeded", 429, "Rate limit reached for gpt-4o-mini on requests per min.")] * 10 + [
+    ("context_length_exceeded", 400, "This model's maximum context length is 128000 tokens.")] * 5 + [
+    ("invalid_request", 400, "Invalid 'messages[1].content': string too long.")] * 4 + [
+    ("server_error", 500, "The server had an error while processing your request.")]
+# Previews as the index keeps them: an answer's first 120 characters (most answers are longer), short ones whole.
+ANSWERS = ["Your refund has been approved and will arrive within five working days; we are sorry for the trouble "
+           "with the parcel"[:120],
+           "The capital of France is Paris, which is also its largest city and the seat of its government and its "
+           "parliament"[:120],
+           "Summary: the customer reports a damaged parcel, asks for a replacement or a refund, and mentions a "
+           "previous complaint"[:120],
+           "Translated: bonjour tout le monde, votre commande a été expédiée et arrivera demain matin avant midi, "
+           "merci"[:120],
+           "The customer asks about shipping times to Norway and whether customs fees are included in the price they "
+           "paid"[:120],
+           "Sentiment: positive, mentions delivery", "Category: billing; priority: low",
+           "No personal data found in this message; it may be shared with the wider support team and stored as it "
+           "is"[:120]]
+# Filters (each a choice of one dimension) whose every combination is measured, with both sorts.
+EXPLORER_DIMENSIONS = [
+    ("", "outcome=failed", "outcome=succeeded", "outcome=expired"),
+    ("", "error=rate_limit_exceeded", "error=server_error"),
+    ("", "custom_id=0012"),
+    ("", "q=refund", "q=no+such+words", "q=e"),
+    ("", "sort=-tokens"),
+]
+EXPLORER_DEEP = ["", "sort=-tokens", "outcome=succeeded", "error=rate_limit_exceeded", "sort=tokens", "q=refund",
+                 "custom_id=1"]
+
+
+def _case(salt: int, values: list) -> str:
+    """SQL choosing one of `values` (text or numbers) per row number i."""
+    def literal(value) -> str:
+        return str(value) if isinstance(value, int) else "'" + value.replace("'", "''").replace("%", "%%") + "'"
+
+    cases = " ".join(f"WHEN {n} THEN {literal(v)}" for n, v in enumerate(values))
+    return f"CASE {_hash(salt, len(values))} {cases} END"
+
+
+def generate_requests(args) -> float:
+    """BatchRequest rows for the first --request-batches completed batches, --requests-per-batch each, one
+    INSERT … SELECT per batch (as the indexer fills one batch at a time), in an order unrelated to custom_id."""
+    from django.db import connection as db
+    from django.utils import timezone
+
+    from batches.models import ArchivedFile, Batch, BatchRequest
+
+    started = time.monotonic()
+    codes, statuses, messages = ([f[k] for f in FAILURES] for k in range(3))
+    insert = f"""WITH RECURSIVE n(j) AS (SELECT CAST(0 AS bigint) UNION ALL SELECT j + 1 FROM n WHERE j < %(per)s - 1),
+    r AS (SELECT j, %(first)s + j AS i FROM n),
+    o AS (SELECT j, i, {_hash(0, 1000)} AS h FROM r)
+    INSERT INTO {BatchRequest._meta.db_table} (batch_id, custom_id, outcome, status_code, error_code, model,
+        input_tokens, output_tokens, total_tokens, preview, input_offset, input_length, result_offset,
+        result_length, result_in_error_file)
+    SELECT %(batch)s, 'request-' || substr('0000000' || j, length('0000000' || j) - 6),
+        CASE WHEN h < 930 THEN 1 WHEN h < 975 THEN 2 WHEN h < 993 THEN 3 WHEN h < 997 THEN 4 ELSE 5 END,
+        CASE WHEN h < 930 THEN 200 WHEN h < 975 THEN {_case(1, statuses)} END,
+        CASE WHEN h < 930 THEN '' WHEN h < 975 THEN {_case(1, codes)} WHEN h < 993 THEN 'batch_expired'
+             WHEN h < 997 THEN 'batch_cancelled' ELSE '' END,
+        '',
+        CASE WHEN h < 930 THEN 50 + {_hash(2, 2000)} END, CASE WHEN h < 930 THEN 10 + {_hash(3, 800)} END,
+        CASE WHEN h < 930 THEN 60 + {_hash(2, 2000)} + {_hash(3, 800)} END,
+        CASE WHEN h < 930 THEN substr({_case(4, ANSWERS)} || ' (' || j || ')', 1, 120)
+             WHEN h < 975 THEN {_case(1, messages)}
+             WHEN h < 997 THEN 'This request could not be executed before the completion window expired.'
+             ELSE '' END,
+        j * 420, 420, CASE WHEN h < 997 THEN j * 900 END, CASE WHEN h < 997 THEN 900 END, h >= 930 AND h < 997
+    FROM o ORDER BY {_hash(5, 1000003)}"""
+    batch_ids = list(Batch.objects.filter(status="completed").order_by("id")
+                     .values_list("id", flat=True)[:args.request_batches])
+    with _indexes_built_afterwards(db, [BatchRequest]), db.cursor() as cursor:
+        for n, batch_id in enumerate(batch_ids):
+            cursor.execute(insert, {"per": args.requests_per_batch, "first": n * args.requests_per_batch,
+                                    "batch": batch_id})
+    Batch.objects.filter(id__in=batch_ids).update(
+        total_requests=args.requests_per_batch, completed_requests=args.requests_per_batch * 930 // 1000,
+        failed_requests=args.requests_per_batch * 45 // 1000)
+    # Their files, archived and indexed (no bytes are written: the table's timing does not read them).
+    now = timezone.now()
+    ArchivedFile.objects.bulk_create([
+        ArchivedFile(batch_id=batch_id, kind=kind, file_id=f"file-{kind}-{batch_id}", state="stored",
+                     name=f"bench/absent-{batch_id}-{kind}", stored_at=now, indexed_at=now,
+                     indexed_lines=args.requests_per_batch)
+        for batch_id in batch_ids for kind in ("input", "output", "error")])
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute(f"VACUUM ANALYZE {BatchRequest._meta.db_table}")
+    return time.monotonic() - started
+
+
+def _archive_a_few(batch, rows: list) -> list:
+    """Small archived input, output and error files holding the lines of these requests of the batch, their
+    rows pointed at them. Returns the rows."""
+    import json
+
+    from django.core.files.base import ContentFile
+
+    from batches import archive
+    from batches.models import ArchivedFile, BatchRequest
+    data = {"input": b"", "output": b"", "error": b""}
+    for row in rows:
+        question = {"custom_id": row.custom_id, "method": "POST", "url": "/v1/chat/completions", "body": {
+            "model": "gpt-4o-mini", "messages": [{"role": "system", "content": "Answer briefly."},
+                                                 {"role": "user", "content": f"Question {row.custom_id}?"}]}}
+        if row.outcome == 1:
+            result = {"id": "batch_req_1", "custom_id": row.custom_id, "error": None, "response": {
+                "status_code": 200, "request_id": "req_1", "body": {"object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": row.preview}}],
+                    "usage": {"total_tokens": row.total_tokens}}}}
+        else:
+            result = {"id": "batch_req_2", "custom_id": row.custom_id, "response": {
+                "status_code": row.status_code, "request_id": "req_2",
+                "body": {"error": {"code": row.error_code, "message": row.preview}}}, "error": None}
+        kind = "error" if row.result_in_error_file else "output"
+        row.input_offset, line = len(data["input"]), (json.dumps(question) + "\n").encode()
+        row.input_length, data["input"] = len(line), data["input"] + line
+        row.result_offset, line = len(data[kind]), (json.dumps(result) + "\n").encode()
+        row.result_length, data[kind] = len(line), data[kind] + line
+    BatchRequest.objects.bulk_update(rows, ["input_offset", "input_length", "result_offset", "result_length"])
+    for kind, content in data.items():
+        name = archive.storage().save(f"bench/{batch.pk}-{kind}.jsonl", ContentFile(content))
+        ArchivedFile.objects.filter(batch=batch, kind=kind).update(name=name, bytes=len(content))
+    return rows
+
+
+def _deep_request_url(base: str, query: str, page: int, size: int) -> tuple[int, str]:
+    """The pager's link to `page` of the explorer (or its last page, when it has fewer), cursor included, made
+    from the row before that page."""
+    from urllib.parse import parse_qs
+
+    from batches import selectors
+    from batches.converters import decode_id
+    from batches.models import Batch
+
+    slug, batch_id = base.strip("/").split("/")[1:3]
+    batch = Batch.objects.get(connection__slug=slug, batch_id=decode_id(batch_id))
+    filters = {k: v if k == "outcome" else v[0] for k, v in parse_qs(query).items()}
+    rows = selectors.filtered_requests(batch, filters, content=True)
+    page = min(page, max(1, (rows.count() - 1) // size + 1))
+    if page == 1:
+        return page, base + (f"?{query}" if query else "")
+    before = rows[(page - 1) * size - 1]
+    keys = selectors.REQUEST_SORTS[filters.get("sort") or selectors.DEFAULT_REQUEST_SORT]
+    return page, f"{base}?{query + '&' if query else ''}page={page}&after={selectors._cursor(before, keys)}"
+
+
+def explorer_rows(client, settings, args, notes) -> list[tuple]:
+    from django.core.cache import cache
+    from django.db import connection as db
+    from django.urls import reverse
+
+    from batches.models import Batch, BatchRequest
+
+    batches = list(Batch.objects.filter(requests__isnull=False).distinct().order_by("id")
+                   .select_related("connection"))
+    if not batches:
+        return []
+    batch = batches[len(batches) // 2]
+    base = reverse("batch-requests", args=[batch.connection.slug, batch.batch_id])
+    size = settings.LIST_PAGE_SIZE
+    rows = []
+
+    def measure(label: str, url: str, times: int, *, batch_counted: bool = True) -> tuple:
+        """Warm views, and first views (in the table's "after a change" column): the URL opened with its kept
+        counts gone; the batch's own tally, counted once per batch, kept unless `batch_counted` is False."""
+        timed(client, url)
+        warm, first, most = [], [], 0
+        for _ in range(times):
+            for samples in (first, warm):
+                if samples is first:
+                    cache.clear()
+                    if batch_counted:
+                        timed(client, base)
+                elapsed, queries, _ = timed(client, url)
+                samples.append(elapsed)
+                most = max(most, queries)
+        return (label, 2 * times, f"{pct(warm, 50):.1f} / {pct(warm, 95):.1f}",
+                f"{pct(first, 50):.1f} / {pct(first, 95):.1f}", most), warm + first
+
+    row, _ = measure("explorer, the batch's first view (nothing counted yet)", base, args.rounds, batch_counted=False)
+    rows.append(row)
+    everything, worst = [], []
+    for combination in itertools.product(*EXPLORER_DIMENSIONS):
+        query = "&".join(part for part in combination if part)
+        row, samples = measure(f"explorer ?{query}" if query else "explorer (no filter)",
+                               base + (f"?{query}" if query else ""), args.rounds)
+        rows.append(row)
+        everything += samples
+        worst.append((pct(samples, 95), row[0]))
+    deep_page = max(2, args.requests_per_batch // size // 2)
+    for query in EXPLORER_DEEP:
+        page, url = _deep_request_url(base, query, deep_page, size)
+        row, samples = measure(f"explorer {'?' + query if query else '(no filter)'} page {page:,}"
+                               f"{' (cursor)' if page > 1 else ''}", url, args.rounds)
+        rows.append(row)
+        everything += samples
+        worst.append((pct(samples, 95), row[0]))
+    rows.append(("explorer, every filter combination and deep page (warm and first views)", len(everything),
+                 f"{pct(everything, 50):.1f} / {pct(everything, 95):.1f}", "", max(r[4] for r in rows)))
+    notes.append("explorer rows: 'after a change' is the first view of the URL (its search's count not kept yet; "
+                 "the batch's tally, counted on its first view, kept)")
+    notes.append("explorer, slowest p95s: " + "; ".join(f"{label} {ms:.1f} ms" for ms, label in
+                                                         sorted(worst, reverse=True)[:5]))
+
+    archived = _archive_a_few(batch, list(BatchRequest.objects.filter(batch=batch).order_by("custom_id")[:40]))
+    picks = [("succeeded", next(r for r in archived if r.outcome == 1)),
+             ("failed", next((r for r in archived if r.outcome == 2), archived[-1]))]
+    for label, request in picks:
+        url = reverse("batch-request", args=[batch.connection.slug, batch.batch_id, request.custom_id])
+        row, _ = measure(f"one request ({label})", url, max(10, args.rounds * 10))
+        rows.append(row)
+    # The links to the previous and next failed request where failures are rare (their search reads the batch's
+    # failed rows once) or absent (no search): another batch, its failures turned into successes but a few.
+    other = batches[len(batches) // 2 + 1] if len(batches) > 1 else None
+    if other is not None:
+        middle = BatchRequest.objects.filter(batch=other).order_by("custom_id")[args.requests_per_batch // 2]
+        _archive_a_few(other, [middle])
+        for label, keep in (("1 in 10,000 failed", max(1, args.requests_per_batch // 10_000)), ("none failed", 0)):
+            failed = BatchRequest.objects.filter(batch=other, outcome=2).order_by("custom_id")
+            kept = list(failed.values_list("custom_id", flat=True)[:keep])
+            failed.exclude(custom_id__in=kept).update(outcome=1, status_code=200, error_code="")
+            url = reverse("batch-request", args=[other.connection.slug, other.batch_id, middle.custom_id])
+            row, _ = measure(f"one request ({label} in its batch)", url, max(10, args.rounds * 10))
+            rows.append(row)
+
+    for query in ("request_error=rate_limit_exceeded", "request_error=server_error",
+                  "request_error=batch_expired&status=completed", "request_error=no_such_code",
+                  "request_error=rate_limit_exceeded&sort=-tokens"):
+        row, _ = measure(f"list ?{query}", f"/?{query}", args.rounds)
+        rows.append(row)
+    deep = _deep_url(client, "?request_error=rate_limit_exceeded", size)
+    row, _ = measure("list ?request_error=rate_limit_exceeded deep", deep, args.rounds)
+    rows.append(row)
+
+    started = time.perf_counter()
+    response = client.get(reverse("batch-requests-export", args=[batch.connection.slug, batch.batch_id, "csv"]))
+    sent = sum(len(chunk) for chunk in response.streaming_content)
+    response.close()
+    notes.append(f"CSV export of {args.requests_per_batch:,} requests: {sent / 1e6:.1f} MB in "
+                 f"{time.perf_counter() - started:.2f} s")
+    count = BatchRequest.objects.count()
+    if db.vendor == "postgresql" and count:
+        with db.cursor() as cursor:
+            table_name = BatchRequest._meta.db_table
+            cursor.execute("SELECT pg_relation_size(%s), pg_indexes_size(%s), pg_total_relation_size(%s)",
+                           [table_name] * 3)
+            heap, indexes, total = cursor.fetchone()
+            cursor.execute("SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index "
+                           "WHERE indrelid = %s::regclass", [table_name])
+            each = ", ".join(f"{name} {size_ / count:.1f}" for name, size_ in cursor.fetchall())
+        notes.append(f"request index size: {total / count:.0f} bytes per request in all (rows {heap / count:.0f}, "
+                     f"indexes {indexes / count:.0f}: {each}; TOAST and maps the rest), {count:,} requests")
+    return rows
 
 
 if __name__ == "__main__":

@@ -321,3 +321,14 @@ def failed_batch(archived_batch):
                            model="gpt-4o-mini", metadata={"description": "nightly eval", "team": "search"})
     index_batch(batch.pk)
     return batch
+
+
+@pytest.fixture
+def completed_batch(connection):
+    """A completed chat batch of 6 requests, 2 of them failed, with its three file ids; nothing archived yet."""
+    from batches.store import store_batch
+    from tests import payloads
+
+    return store_batch(connection, payloads.batch(
+        id="batch_done", status="completed", output_file_id="file-out", error_file_id="file-err",
+        completed_at=payloads.CREATED + 3600, request_counts={"total": 6, "completed": 4, "failed": 2}))[0]

@@ -357,3 +357,28 @@ def test_search_understands_metadata_fields_models_and_validation_error_codes(cl
     assert _ids(client.get("/?q=gpt-4.1-mini")) == ["batch_growth"]
     assert _ids(client.get("/?q=invalid_json_line")) == [payloads.VALIDATION_FAILED["id"]]
     assert "team:growth" in client.get("/").content.decode()  # the syntax is written next to the box
+
+
+def test_the_request_error_filter_lists_batches_with_a_request_that_failed_with_that_code(
+        client, login, connection, other_connection, two_teams, django_assert_max_num_queries):
+    from batches.models import Batch, BatchRequest
+
+    _store(connection, 4, prefix="s")
+    store_batch(other_connection, payloads.batch(id="batch_o0000"))
+    code = {"batch_s0001": "rate_limit_exceeded", "batch_s0003": "rate_limit_exceeded", "batch_s0002": "other_code",
+            "batch_o0000": "rate_limit_exceeded"}
+    for batch_id, error_code in code.items():
+        batch = Batch.objects.get(batch_id=batch_id)
+        BatchRequest.objects.bulk_create([
+            BatchRequest(batch=batch, custom_id=f"r{i}", outcome=2, error_code=error_code) for i in range(3)] + [
+            BatchRequest(batch=batch, custom_id="ok", outcome=1)])
+    login("operator", team="Red")  # Red sees "sim" only: the other connection's batch with the code stays hidden
+    with django_assert_max_num_queries(8):
+        response = client.get("/?request_error=rate_limit_exceeded")
+    page = response.content.decode()
+    assert _ids(response) == ["batch_s0003", "batch_s0001"]  # each once, however many of its requests failed
+    assert "2 batches" in page and 'value="rate_limit_exceeded"' in page and "Filters (1)" in page
+    assert _ids(client.get("/?request_error=other_code&status=validating")) == ["batch_s0002"]
+    assert _ids(client.get("/?request_error=nope")) == []
+    too_long = client.get("/?request_error=" + "x" * 101, follow=True)
+    assert len(_ids(too_long)) == 4 and "Request error code: " in too_long.content.decode()

@@ -17,13 +17,18 @@ MATRIX = {
     "batch-download": {"GET": (302, 403, 403, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "batch-cancel": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 302, 302)},
     "batch-refresh": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 302, 302)},
-    # retries and uploads need submit_batch (and request content): Operators and Admins. The batch here is
-    # running and not archived, so a retry file or merged results answer 409, and an empty upload 400.
+    # retries and uploads need submit_batch (and request content): Operators and Admins. The batch here has one
+    # indexed request and no archived input, so a retry file answers 409, and an empty upload 400.
     "batch-retry": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 302, 302)},
     "batch-retry-file": {"GET": (302, 403, 403, 409, 409), "POST": (302, 405, 405, 405, 405)},
     "batch-lineage": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
-    "batch-merged-results": {"GET": (302, 403, 403, 409, 409), "POST": (302, 405, 405, 405, 405)},
+    "batch-merged-results": {"GET": (302, 403, 403, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "batch-new": {"GET": (302, 403, 403, 200, 200), "POST": (302, 403, 403, 400, 400)},
+    "batch-requests": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-request": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    # the JSONL export is content (view_request_content); the CSV one (".csv": the same route) is not
+    "batch-requests-export": {"GET": (302, 403, 403, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-requests-export.csv": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "healthz": {"GET": (200, 200, 200, 200, 200), "POST": (405, 405, 405, 405, 405)},
     "login": {"GET": (200, 302, 302, 302, 302)},
     "logout": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
@@ -35,15 +40,32 @@ MATRIX = {
 PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login
 
 
+ODD_CUSTOM_ID = "a/b c ✓"
+
+
 def _url(name: str, batch) -> str:
+    name, _, kind = name.partition(".")
     kwargs = {"slug": batch.connection.slug, "batch_id": batch.batch_id}
     if name == "batch-download":
         kwargs["kind"] = "input"
     if name == "batch-merged-results":
         kwargs["kind"] = "output"
+    if name == "batch-requests-export":
+        kwargs["kind"] = kind or "jsonl"
+    if name == "batch-request":
+        kwargs["custom_id"] = ODD_CUSTOM_ID
     if name.startswith("batch-") and name not in ("batch-list", "batch-new"):
         return reverse(name, kwargs=kwargs)
     return reverse(name)
+
+
+def _index(batch):
+    """One indexed request of `batch`, for the request routes."""
+    from batches.models import BatchRequest
+
+    BatchRequest.objects.create(batch=batch, custom_id=ODD_CUSTOM_ID, outcome=2, status_code=400,
+                                error_code="invalid_request", preview="the prompt said…")
+    return batch
 
 
 CASES = [(name, method, role, expected[ROLES.index(role)])
@@ -52,6 +74,7 @@ CASES = [(name, method, role, expected[ROLES.index(role)])
 
 @pytest.mark.parametrize("name,method,role,expected", CASES)
 def test_the_permission_matrix(client, login, synced_batch, name, method, role, expected):
+    _index(synced_batch)
     login(role)
     response = getattr(client, method.lower())(_url(name, synced_batch))
     assert response.status_code == expected
@@ -66,6 +89,7 @@ def test_the_matrix_holds_for_a_batch_whose_id_is_path_like(client, login, synce
     from batches.store import store_batch
 
     odd, _ = store_batch(synced_batch.connection, {**synced_batch.raw, "id": "gw/batch/../42"})
+    _index(odd)
     login(role)
     for name, methods in MATRIX.items():
         if name.startswith("batch-") and name not in ("batch-list", "batch-new"):
@@ -86,6 +110,10 @@ ANOTHER_TEAMS_BATCH = {  # a batch of a connection the user cannot see: 404, so 
     "batch-retry-file": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
     "batch-lineage": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
     "batch-merged-results": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-requests": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-request": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-requests-export": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
+    "batch-requests-export.csv": {"GET": (302, 403, 404, 404, 404), "POST": (302, 405, 405, 405, 405)},
 }
 VIEWER_CEILING = {  # the team's grant caps every role at viewer: read, nothing else
     "batch-detail": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
@@ -98,6 +126,10 @@ VIEWER_CEILING = {  # the team's grant caps every role at viewer: read, nothing 
     "batch-lineage": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "batch-merged-results": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
     "batch-new": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},  # no connection to send to
+    "batch-requests": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-request": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "batch-requests-export": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
+    "batch-requests-export.csv": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
 }
 TEAM_MATRIX = {("Red", "sim"): MATRIX, ("Red", "other"): ANOTHER_TEAMS_BATCH, ("Blue", "other"): VIEWER_CEILING}
 
@@ -108,6 +140,8 @@ def test_the_matrix_with_two_teams_and_two_connections(client, login, synced_bat
     from batches.store import store_batch
 
     other, _ = store_batch(two_teams[1].grants.get().connection, {**synced_batch.raw, "id": "batch_of_other"})
+    _index(synced_batch)
+    _index(other)
     batch = synced_batch if slug == "sim" else other
     user = login(role, team=team)
     wrong = []
@@ -137,7 +171,8 @@ def test_every_route_has_a_decision():
             names.update(p.name for p in pattern.url_patterns)
         else:
             names.add(pattern.name)
-    assert names == set(MATRIX), f"routes without a row in MATRIX: {names - set(MATRIX)}"
+    decided = {name.partition(".")[0] for name in MATRIX}  # "name.csv": a second row for one route
+    assert names == decided, f"routes without a row in MATRIX: {names - decided}"
 
 
 def test_forbidden_buttons_are_not_shown_to_viewers(client, login, synced_batch):
@@ -148,6 +183,29 @@ def test_forbidden_buttons_are_not_shown_to_viewers(client, login, synced_batch)
     login("operator")
     page = client.get(_url("batch-detail", synced_batch)).content.decode()
     assert "Cancel batch" in page and "Refresh now" in page and "Download input" in page
+
+
+# What shows request content, and the marker each shows it by (the indexed preview, here).
+CONTENT_PAGES = {"batch-requests": "the prompt said", "batch-request": "the prompt said",
+                 "batch-requests-export.csv": "the prompt said"}
+
+
+@pytest.mark.parametrize("team,slug", [("Red", "sim"), ("Blue", "other")])
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
+def test_only_view_request_content_shows_content(client, login, synced_batch, two_teams, team, slug, role):
+    """The role's view_request_content, capped by the team's grant: an Operator or Admin in a team granted a
+    connection as viewer sees no content there either."""
+    from batches.store import store_batch
+
+    other, _ = store_batch(two_teams[1].grants.get().connection, {**synced_batch.raw, "id": "batch_of_other"})
+    batch = _index(synced_batch if slug == "sim" else other)
+    login(role, team=team)
+    content = role != "viewer" and team == "Red"
+    for name, marker in CONTENT_PAGES.items():
+        response = client.get(_url(name, batch))
+        assert response.status_code == 200, name
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        assert (marker in body.decode()) == content, (name, role, team)
 
 
 def test_login_refuses_an_open_redirect(client, db):
