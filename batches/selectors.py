@@ -421,11 +421,16 @@ def _values(cursor: str, keys, model=Batch) -> list | None:
 
 
 # ----- retries and lineage ---------------------------------------------------------------------------------
+def retryable_requests(batch: Batch) -> QuerySet[BatchRequest]:
+    """The batch's indexed requests a retry may send again: failed, expired and not run."""
+    return BatchRequest.objects.filter(batch=batch, outcome__in=list(RETRYABLE.values()))
+
+
 def retry_choices(batch: Batch) -> dict:
     """What a retry of this batch can choose from: how many indexed requests of each retryable outcome, the
     error codes among them with their counts, and whether the input is archived (the lines come from it)."""
     names = {value: name for name, value in RETRYABLE.items()}
-    rows = BatchRequest.objects.filter(batch=batch, outcome__in=list(RETRYABLE.values()))
+    rows = retryable_requests(batch)
     outcomes = {name: 0 for name in RETRYABLE}
     for outcome, n in rows.order_by().values_list("outcome").annotate(n=Count("pk")):
         outcomes[names[outcome]] = n

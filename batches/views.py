@@ -240,10 +240,16 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
         "parent": selectors.parent_batch(batch),
         "children": selectors.child_batches(batch),
-        "retryable": (BatchRequest.objects.filter(batch=batch, outcome__in=list(retries.RETRYABLE.values())).count()
-                      if can.get("submit") and can.get("content") and batch.is_terminal else 0),
+        "retryable": _retryable(batch, can),
         "archived": archive.copies_by_kind(batch) if batch.is_terminal else {},
     }
+
+
+def _retryable(batch: Batch, can: dict) -> int:
+    """How many of a finished batch's requests a retry could send again (0 when the user may not retry)."""
+    if not (can.get("submit") and can.get("content") and batch.is_terminal):
+        return 0
+    return selectors.retryable_requests(batch).count()
 
 
 def _render_update(request, batch: Batch, can: dict, shown_version: int, **extra):
@@ -762,6 +768,7 @@ def request_list(request, slug: str, batch_id: str):
         "export_query": _query_without(request, "page", "after", "before", "sort"),
         "active_filters": active_filters,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
+        "retryable": 0 if request.htmx else _retryable(batch, can),
     }
     template = "batches/requests.html#requests-update" if request.htmx else "batches/requests.html"
     return render(request, template, context)

@@ -556,3 +556,29 @@ def test_the_files_panel_hides_error_messages_from_viewers(client, login, comple
     assert f'href="{URL}?error=bad_thing"' in page
     login("operator", username="o")
     assert "secret prompt echoed" in _get(client, "/batches/sim/batch_done/files/").content.decode()
+
+
+# ----- from the simulator's files, through the real index -----------------------------------------------------
+def test_a_batch_indexed_from_its_archived_files_counts_as_the_api_does(client, operator, archived_batch):
+    from batches.results import index_batch as index_archived
+
+    batch = archived_batch("completed", lines=80, fail_share=0.25)
+    index_archived(batch.pk)
+    url = f"/batches/sim/{batch.batch_id}/requests/"
+    page = _get(client, url).content.decode()
+    assert "count-notes" not in page  # no difference to explain
+    failed = _ids(_get(client, url + "?outcome=failed"))
+    assert len(failed) == batch.failed_requests > 0
+    request_page = _get(client, f"{url}{failed[0]}/").content.decode()
+    assert '"error"' in unescape(request_page)  # the error body, read from the archived error file
+
+
+def test_the_explorer_offers_to_retry_what_failed_to_those_who_may(client, login, completed_batch):
+    index_batch(completed_batch, six())
+    login("operator")
+    page = _get(client, URL).content.decode()
+    assert 'id="retry-requests" href="/batches/sim/batch_done/retry/">Retry 2 requests…' in page
+    page = _get(client, URL + "?error=rate_limit_exceeded").content.decode()
+    assert 'href="/batches/sim/batch_done/retry/?codes=rate_limit_exceeded">Retry the requests that failed' in page
+    login("viewer")
+    assert "retry-requests" not in _get(client, URL).content.decode()
