@@ -66,6 +66,8 @@ def roles(db):
         importlib.import_module("batches.migrations.0013_archive_and_request_index").give_content_to_operators_and_admins(
             apps, None)
         importlib.import_module("batches.migrations.0015_submissions").give_submit_to_operators_and_admins(apps, None)
+        importlib.import_module("notifications.migrations.0002_admins_manage_channels").give_channels_to_admins(
+            apps, None)
 
 
 @pytest.fixture
