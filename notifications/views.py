@@ -89,9 +89,11 @@ def channel_test(request, pk: int):
     """Send a test message now; the answer shows the outcome and the status code, never the receiver's body."""
     channel, _, _ = _get_channel_for_user(request, pk)
     delivery = send_test(channel)
-    code = f" (HTTP {delivery.response_code})" if delivery.response_code else ""
-    level = messages.success if delivery.state == delivery.SENT else messages.error
-    level(request, f"Test message: {delivery.result}{code}.")
+    if delivery.state == delivery.SENT:
+        code = f" (HTTP {delivery.response_code})" if delivery.response_code else ""
+        messages.success(request, f"Test message sent{code}.")
+    else:  # the result is our own words, with the status code when there was an answer
+        messages.error(request, f"Test message not sent: {delivery.result}.")
     return redirect("channel-detail", pk=channel.pk)
 
 
