@@ -5,14 +5,20 @@ from .models import Channel, Delivery, Event
 
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
-    """Read-mostly: channels are added and edited on their own pages (/alerts/), where the target is checked."""
+    """Read-only: channels are managed on their own pages (/alerts/), where targets are checked and teams scope
+    who manages which channel."""
 
     list_display = ["name", "kind", "enabled", "created"]
     fields = ["name", "kind", "events", "connections", "metadata_match", "quiet_start", "quiet_end",
               "quiet_time_zone", "min_interval_seconds", "enabled"]
-    readonly_fields = ["kind"]
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
