@@ -3,7 +3,7 @@ and the Channels they go to. As healthchecks' Flip and Notification: events are 
 `processed` marker, deliveries are sent at least once."""
 
 import uuid
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import models
@@ -115,10 +115,6 @@ class Channel(models.Model):
             return None
         day = local.date() if clock < end else local.date() + timedelta(days=1)
         return datetime.combine(day, end, tzinfo=local.tzinfo).astimezone(UTC)
-
-
-def quiet_hours_text(start: time | None, end: time | None) -> str:
-    return f"{start:%H:%M}–{end:%H:%M}" if start and end else ""
 
 
 class Delivery(models.Model):

@@ -38,7 +38,7 @@ def fan_out_one_event(*, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     with transaction.atomic():
         event = (Event.objects.filter(processed__isnull=True).order_by("created", "pk")  # event_unprocessed
-                 .select_for_update(skip_locked=True).select_related("batch").first())
+                 .select_for_update(skip_locked=True).first())
         if event is None:
             return False
         rows = [_delivery(event, channel, now) for channel in matching_channels(event)]
