@@ -127,6 +127,9 @@ class Connection(models.Model):
     walk_anomaly = models.BooleanField(default=False)  # the walk under way has seen an inconsistency
     walk_unreadable = models.PositiveIntegerField(default=0)  # batches the walk under way could not read
     last_full_walk_at = models.DateTimeField(null=True, blank=True)
+    # When the first full walk completed (a walk given up on an inconsistent list does not count): changes seen
+    # before it are the account's history, and never alert (notifications/events.py).
+    imported_at = models.DateTimeField(null=True, blank=True, editable=False)
     list_order = models.CharField(max_length=16, blank=True, choices=[(NEWEST_FIRST, "newest first"),
                                                                       (OLDEST_FIRST, "oldest first")])
     # Oldest-first servers: the last batch id read at the end of the list; each cycle reads after it.
@@ -207,7 +210,7 @@ class Connection(models.Model):
     def forget_sync_state(self) -> None:
         """Start over as a connection never synced: health, schedule, walk, order and counters (not saved)."""
         for name in ("last_attempt_at", "last_success_at", "next_sync_at", "sync_interval", "last_full_walk_at",
-                     "lease_until"):
+                     "imported_at", "lease_until"):
             setattr(self, name, None)
         for name in ("last_error", "warning", "walk_cursor", "tail_cursor", "list_order", "lease_token"):
             setattr(self, name, "")

@@ -11,6 +11,8 @@ from django.db import IntegrityError, connection as db, transaction
 from django.db.models import BooleanField, Case, Count, F, Value, When
 from django.utils import timezone
 
+from notifications.events import batches_added, status_changed
+
 from .archive import plan_copies
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
                      BatchTransition, Connection, SubmissionPart, sort_columns)
@@ -56,6 +58,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                     _count_changes({_bucket(batch): 1})
                     link_submission(batch)
                     plan_copies(batch, was=None, now=observed_at)
+                    status_changed(batch, was=None)
                     bump_data_version(connection)
                 return batch, "new"
             except IntegrityError:
@@ -84,6 +87,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             if _bucket(batch) != before:
                 _count_changes({_bucket(batch): 1, before: -1})
             plan_copies(batch, was=was, now=observed_at)
+            status_changed(batch, was=was)
             bump_data_version(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
@@ -118,6 +122,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             for batch in rows:
                 link_submission(batch)
                 plan_copies(batch, was=None, now=observed_at)
+            batches_added(connection, rows)
             bump_data_version(connection)
     except IntegrityError:
         return None

@@ -393,6 +393,8 @@ def _complete_walk(cycle: _Cycle, *, tail: str | None) -> None:
     fields = {"walk_cursor": "", "full_walk_due": False, "last_full_walk_at": timezone.now(),
               "unreadable_batches": connection.walk_unreadable + cycle.result.walk_unreadable,
               "walk_unreadable": 0}
+    if connection.imported_at is None:  # the first import is over: from now on changes alert
+        fields["imported_at"] = fields["last_full_walk_at"]
     cycle.result.walk_unreadable = 0
     if not connection.walk_anomaly and not cycle.result.warning:
         fields["warning"] = ""

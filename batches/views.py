@@ -245,10 +245,13 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
     }
 
 
-def _retryable(batch: Batch, can: dict) -> int:
-    """How many of a finished batch's requests a retry could send again (0 when the user may not retry)."""
+def _retryable(batch: Batch, can: dict, tally: list | None = None) -> int:
+    """How many of a finished batch's requests a retry could send again (0 when the user may not retry), from
+    the explorer's tally when there is one."""
     if not (can.get("submit") and can.get("content") and batch.is_terminal):
         return 0
+    if tally is not None:
+        return sum(n for outcome, _, n in tally if outcome in retries.RETRYABLE.values())
     return selectors.retryable_requests(batch).count()
 
 
@@ -768,7 +771,7 @@ def request_list(request, slug: str, batch_id: str):
         "export_query": _query_without(request, "page", "after", "before", "sort"),
         "active_filters": active_filters,
         "file_kinds": [(kind, batch.file_id(kind)) for kind in FILE_KINDS],
-        "retryable": 0 if request.htmx else _retryable(batch, can),
+        "retryable": _retryable(batch, can, tally),
     }
     template = "batches/requests.html#requests-update" if request.htmx else "batches/requests.html"
     return render(request, template, context)

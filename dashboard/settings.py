@@ -131,6 +131,7 @@ INSTALLED_APPS = [
     "accounts",
     "batches",
     "teams",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -421,6 +422,43 @@ if os.environ.get("MODEL_PRICES_JSON"):
         raise ImproperlyConfigured(f"MODEL_PRICES_JSON is not valid JSON: {exc}") from None
     if not isinstance(MODEL_PRICES, dict):
         raise ImproperlyConfigured("MODEL_PRICES_JSON must be a JSON object of model -> prices")
+
+# Alerts (notifications/): events derived from what the sync stores, sent to channels. Links in messages start
+# with BATCHBOARD_BASE_URL; email goes through Django's EMAIL_* settings.
+BATCHBOARD_BASE_URL = os.environ.get("BATCHBOARD_BASE_URL", "http://127.0.0.1:8000").strip()
+if not BATCHBOARD_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"BATCHBOARD_BASE_URL must start with http:// or https://, got {BATCHBOARD_BASE_URL!r}")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_number("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_number("EMAIL_TIMEOUT", 10.0, minimum=0.1, cast=float)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "batchboard@localhost")
+# Derived events: completed with at least this share of failed requests; expiring within N hours with less than
+# this share done; a connection failing with no success for this many minutes. Stuck uses STUCK_*_SECONDS.
+ALERT_FAILURE_RATE_PERCENT = env_number("ALERT_FAILURE_RATE_PERCENT", 10.0, maximum=100, cast=float)
+ALERT_EXPIRING_HOURS = env_number("ALERT_EXPIRING_HOURS", 2.0, cast=float)
+ALERT_EXPIRING_DONE_PERCENT = env_number("ALERT_EXPIRING_DONE_PERCENT", 90.0, maximum=100, cast=float)
+ALERT_CONNECTION_FAILING_MINUTES = env_number("ALERT_CONNECTION_FAILING_MINUTES", 15.0, cast=float)
+# Delivery: how often beat drains the outbox and derives events, how long one send may take, how long a worker
+# holds a delivery it is sending, and retries (doubling from ALERT_RETRY_SECONDS, at most 6 h apart).
+ALERT_TICK_SECONDS = env_number("ALERT_TICK_SECONDS", 5.0, minimum=0.5, cast=float)
+ALERT_DERIVE_SECONDS = env_number("ALERT_DERIVE_SECONDS", 60.0, minimum=1, cast=float)
+ALERT_SEND_TIMEOUT = env_number("ALERT_SEND_TIMEOUT", 10.0, minimum=0.1, cast=float)
+ALERT_LEASE_SECONDS = env_number("ALERT_LEASE_SECONDS", 120.0, minimum=1, cast=float)
+ALERT_RETRY_SECONDS = env_number("ALERT_RETRY_SECONDS", 30.0, minimum=0, cast=float)
+ALERT_MAX_ATTEMPTS = env_number("ALERT_MAX_ATTEMPTS", 8, minimum=1)
+# Tests only (tests/settings.py), never from the environment: http://127.0.0.1 targets for local receivers.
+ALERTS_ALLOW_LOCAL_RECEIVERS = False
+# Deliveries have their own queue, so a slow receiver never holds up a sync; `make run`'s worker consumes it.
+CELERY_TASK_ROUTES.update({f"notifications.tasks.{name}": {"queue": "notifications"} for name in (
+    "send_alerts", "derive_events")})
+CELERY_BEAT_SCHEDULE["send-alerts"] = {"task": "notifications.tasks.send_alerts", "schedule": ALERT_TICK_SECONDS,
+                                       "options": {"expires": ALERT_TICK_SECONDS}}
+CELERY_BEAT_SCHEDULE["derive-alert-events"] = {"task": "notifications.tasks.derive_events",
+                                               "schedule": ALERT_DERIVE_SECONDS,
+                                               "options": {"expires": ALERT_DERIVE_SECONDS}}
 
 # Log-in throttling (accounts/throttle.py), counted in the database before each password check.
 LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)  # per username at one address

@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("batches.urls")),
     path("", include("teams.urls")),
+    path("", include("notifications.urls")),
 ]
 
 handler403 = "accounts.views.permission_denied"

@@ -66,6 +66,8 @@ def roles(db):
         importlib.import_module("batches.migrations.0013_archive_and_request_index").give_content_to_operators_and_admins(
             apps, None)
         importlib.import_module("batches.migrations.0015_submissions").give_submit_to_operators_and_admins(apps, None)
+        importlib.import_module("notifications.migrations.0002_admins_manage_channels").give_channels_to_admins(
+            apps, None)
 
 
 @pytest.fixture
@@ -332,3 +334,69 @@ def completed_batch(connection):
     return store_batch(connection, payloads.batch(
         id="batch_done", status="completed", output_file_id="file-out", error_file_id="file-err",
         completed_at=payloads.CREATED + 3600, request_counts={"total": 6, "completed": 4, "failed": 2}))[0]
+
+
+# ----- alerts ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def receiver():
+    """A local HTTP receiver (tests/receiver.py) for Slack and webhook channels, on a free port."""
+    from tests.receiver import Receiver
+
+    with Receiver() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server on localhost (aiosmtpd) that Django's SMTP backend sends to; returns the list of
+    messages it received (email.message.Message)."""
+    import socket
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(message_from_bytes(envelope.original_content))
+            return "250 Message accepted for delivery"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = "127.0.0.1", port, False
+    yield received
+    controller.stop()
+
+
+@pytest.fixture
+def imported(connection):
+    """`connection`, its first full walk complete: what it stores from now on alerts."""
+    from django.utils import timezone
+
+    connection.imported_at = connection.last_full_walk_at = connection.last_success_at = timezone.now()
+    connection.save()
+    return connection
+
+
+@pytest.fixture
+def make_channel(db):
+    """make_channel(kind, target, events=[...], **fields): a stored channel (a webhook one gets a signing secret)."""
+    from notifications.forms import new_signing_secret
+    from notifications.models import EVENT_KINDS, Channel
+
+    def make(kind: str, target: str, *, events=None, connections=(), **fields):
+        channel = Channel(name=fields.pop("name", f"{kind} channel"), kind=kind,
+                          events=list(EVENT_KINDS if events is None else events), **fields)
+        channel.set_target(target)
+        if kind == "webhook":
+            channel.set_secret(new_signing_secret())
+        channel.save()
+        channel.connections.set(connections)
+        return channel
+
+    return make

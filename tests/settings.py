@@ -22,6 +22,9 @@ CELERY_TASK_DEFAULT_QUEUE = "batchboard-test"
 CELERY_TASK_ROUTES = {"batches.tasks.read_batch_files": {"queue": "batchboard-test-files"}}
 CELERY_TASK_ROUTES.update({f"batches.tasks.{name}": {"queue": "batchboard-test-archive"} for name in (
     "archive_file", "remove_expired_archive_copies", "index_batch_requests")})
+CELERY_TASK_ROUTES.update({f"notifications.tasks.{name}": {"queue": "batchboard-test-notifications"}
+                           for name in ("send_alerts", "derive_events")})
+ALERTS_ALLOW_LOCAL_RECEIVERS = True  # http://127.0.0.1 for the receivers tests start
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 API_CONNECT_TIMEOUT = 2.0
 API_READ_TIMEOUT = 2.0

@@ -36,6 +36,13 @@ MATRIX = {
     "logout-everywhere": {"GET": (302, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "admin:index": {"GET": (302, 302, 302, 302, 200)},
     "access": {"GET": (302, 403, 403, 403, 200), "POST": (302, 405, 405, 405, 405)},
+    # alert channels: Admins (change_channel). An empty form is a 400; "delete" comes last, as the team test
+    # below walks these rows in order with one channel (an email one: the test backend, nothing leaves).
+    "channel-list": {"GET": (302, 403, 403, 403, 200), "POST": (302, 405, 405, 405, 405)},
+    "channel-new": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
+    "channel-detail": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
+    "channel-test": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
+    "channel-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
 }
 PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login
 
@@ -43,7 +50,23 @@ PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs
 ODD_CUSTOM_ID = "a/b c ✓"
 
 
+def _channel(batch):
+    """The channel of the channel routes: email, for the batch's connection (so a team that cannot see the
+    batch cannot manage the channel either)."""
+    from notifications.models import Channel
+
+    channel = Channel.objects.filter(name="Matrix").first()
+    if channel is None:
+        channel = Channel(name="Matrix", kind="email", events=["batch.failed"])
+        channel.set_target("ops@example.com")
+        channel.save()
+        channel.connections.set([batch.connection])
+    return channel
+
+
 def _url(name: str, batch) -> str:
+    if name in ("channel-detail", "channel-test", "channel-delete"):
+        return reverse(name, kwargs={"pk": _channel(batch).pk})
     name, _, kind = name.partition(".")
     kwargs = {"slug": batch.connection.slug, "batch_id": batch.batch_id}
     if name == "batch-download":
@@ -131,7 +154,13 @@ VIEWER_CEILING = {  # the team's grant caps every role at viewer: read, nothing 
     "batch-requests-export": {"GET": (302, 403, 403, 403, 403), "POST": (302, 405, 405, 405, 405)},
     "batch-requests-export.csv": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
 }
-TEAM_MATRIX = {("Red", "sim"): MATRIX, ("Red", "other"): ANOTHER_TEAMS_BATCH, ("Blue", "other"): VIEWER_CEILING}
+ANOTHER_TEAMS_CHANNEL = {  # a channel for the batch's connection, which Red does not see: 404 to their Admin
+    "channel-detail": {"GET": (302, 403, 403, 403, 404), "POST": (302, 403, 403, 403, 404)},
+    "channel-test": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 404)},
+    "channel-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 404)},
+}
+TEAM_MATRIX = {("Red", "sim"): MATRIX, ("Red", "other"): {**ANOTHER_TEAMS_BATCH, **ANOTHER_TEAMS_CHANNEL},
+               ("Blue", "other"): VIEWER_CEILING}
 
 
 @pytest.mark.parametrize("team,slug", TEAM_MATRIX)
