@@ -18,4 +18,6 @@ urlpatterns = [
     path(batch + "lineage/results/<str:kind>/", views.batch_merged_results, name="batch-merged-results"),
     path("batches/new/", views.batch_new, name="batch-new"),
     path("healthz", views.healthz, name="healthz"),
+    path("webhooks/openai/<slug:slug>/", views.openai_webhook, name="openai-webhook"),
+    path("metrics", views.metrics, name="metrics"),
 ]
