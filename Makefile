@@ -50,6 +50,8 @@ bench-smoke: $(VENV)/.dev | var
 	$(BIN)/python bench/import_budget.py --batches 600 --latency-ms 20 --budget 0.3
 	$(BIN)/python bench/freshness.py --changes 2 --max-minutes 1
 	$(BIN)/python bench/scale_out.py --connections 2 --batches 200 --active 5 --workers 1 --minutes 0.3
+	$(BIN)/python bench/webhooks.py --changes 2 --max-minutes 1
+	$(BIN)/python bench/metrics.py --batches 2000 --rounds 3
 
 clean:
 	rm -rf $(VENV) var

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import StreamingHttpResponse
 from django.urls import path
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from teams.models import OPERATOR
 
@@ -37,9 +39,20 @@ class ConnectionForm(forms.ModelForm):
         help_text="Stored encrypted. Leave empty to keep the current key.",
     )
 
+    webhook_secret = forms.CharField(
+        label="Webhook signing secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="The whsec_… secret OpenAI shows when you add a webhook endpoint to the project (see the "
+                  "README, \"OpenAI webhooks\"). Stored encrypted. Leave empty to keep the current one.",
+    )
+    forget_webhook_secret = forms.BooleanField(label="Remove the webhook secret (refuse webhooks)", required=False)
+
     class Meta:
         model = Connection
-        fields = ["name", "slug", "base_url", "api_key", "organization", "project", "enabled", "poll_interval"]
+        fields = ["name", "slug", "base_url", "api_key", "organization", "project", "enabled", "poll_interval",
+                  "webhook_secret", "forget_webhook_secret"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -55,6 +68,17 @@ class ConnectionForm(forms.ModelForm):
             raise forms.ValidationError("A new connection needs an API key.")
         return key
 
+    def clean_webhook_secret(self):
+        secret = self.cleaned_data["webhook_secret"]
+        if secret:
+            try:
+                usable = secret.startswith("whsec_") and Webhook(secret)
+            except (ValueError, EmptyWebhookSecretError):
+                usable = False
+            if not usable:
+                raise forms.ValidationError("A webhook signing secret starts with whsec_ followed by base64.")
+        return secret
+
     def clean(self):
         data = super().clean()
         # The stored key was entered for one place: it never follows a change of where it is sent.
@@ -68,6 +92,10 @@ class ConnectionForm(forms.ModelForm):
     def save(self, commit=True):
         if self.cleaned_data.get("api_key"):
             self.instance.set_api_key(self.cleaned_data["api_key"])
+        if self.cleaned_data.get("webhook_secret"):
+            self.instance.set_webhook_secret(self.cleaned_data["webhook_secret"])
+        elif self.cleaned_data.get("forget_webhook_secret"):
+            self.instance.set_webhook_secret("")
         return super().save(commit)
 
 
@@ -86,6 +114,7 @@ class ConnectionAdmin(VisibleOnly, admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
         "api_key_hint",
+        "webhooks",
         "last_attempt_at",
         "last_success_at",
         "last_error",
@@ -115,6 +144,12 @@ class ConnectionAdmin(VisibleOnly, admin.ModelAdmin):
     @admin.display(description="API key")
     def api_key_hint(self, obj):
         return obj.api_key_hint
+
+    @admin.display(description="Webhooks")
+    def webhooks(self, obj):
+        if not obj.webhook_secret_encrypted:
+            return "off: no signing secret"
+        return f"on: POST /webhooks/openai/{obj.slug}/ (behind your public HTTPS address)"
 
 
 class SnapshotInline(admin.TabularInline):

@@ -141,12 +141,22 @@ def price_for(model: str) -> dict | None:
 
 def estimated_cost(batch: Batch) -> dict | None:
     """An estimate in USD from the settings' price table, batch discount applied; None when unknown."""
-    price = price_for(batch.model)
-    if price is None or batch.input_tokens is None:
+    if batch.input_tokens is None:
         return None
-    cached = max(batch.cached_tokens or 0, 0)
-    uncached = max((batch.input_tokens or 0) - cached, 0)
-    return _priced(price, uncached=uncached, cached=cached, output=max(batch.output_tokens or 0, 0))
+    return token_cost(batch.model, input_tokens=batch.input_tokens, cached_tokens=batch.cached_tokens,
+                      output_tokens=batch.output_tokens)
+
+
+def token_cost(model: str, *, input_tokens: int | None, cached_tokens: int | None,
+               output_tokens: int | None) -> dict | None:
+    """estimated_cost() of token counts (one batch's, or a sum of many of one model's); None for an unpriced
+    model."""
+    price = price_for(model)
+    if price is None:
+        return None
+    cached = max(cached_tokens or 0, 0)
+    uncached = max((input_tokens or 0) - cached, 0)
+    return _priced(price, uncached=uncached, cached=cached, output=max(output_tokens or 0, 0))
 
 
 def estimated_cost_from_bytes(model: str, *, input_bytes: int, output_tokens: int | None = None,

@@ -103,6 +103,8 @@ class Connection(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     base_url = models.URLField(max_length=500, default=settings.API_DEFAULT_BASE_URL)
     api_key_encrypted = models.TextField(editable=False)
+    # The signing secret (whsec_…) of the OpenAI project's webhook endpoint; empty: webhooks are refused.
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     organization = models.CharField(max_length=100, blank=True, help_text="Sent as OpenAI-Organization")
     project = models.CharField(max_length=100, blank=True, help_text="Sent as OpenAI-Project")
     enabled = models.BooleanField(default=True)
@@ -163,6 +165,15 @@ class Connection(models.Model):
     @property
     def api_key(self) -> str:
         return decrypt_secret(self.api_key_encrypted)
+
+    def set_webhook_secret(self, plain: str) -> None:
+        plain = plain.strip()
+        self.webhook_secret_encrypted = encrypt_secret(plain) if plain else ""
+
+    @property
+    def webhook_secret(self) -> str:
+        """The webhook signing secret, or "" when none is set. Raises KeyUnreadable like api_key."""
+        return decrypt_secret(self.webhook_secret_encrypted) if self.webhook_secret_encrypted else ""
 
     @property
     def api_key_hint(self) -> str:
@@ -446,6 +457,49 @@ class BatchCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connection_id} {self.status}{' all failed' if self.all_failed else ''}: {self.n}"
+
+
+class ReceivedWebhook(models.Model):
+    """A verified webhook message from the API, kept for WEBHOOK_REPLAY_HOURS so that a message delivered again
+    (the same `webhook-id`) is dropped (batches/webhooks.py)."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    webhook_id = models.CharField(max_length=255)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # the receiver's duplicate check: the insert of a message already received fails
+            models.UniqueConstraint(fields=["connection", "webhook_id"], name="received_webhook_unique"),
+        ]
+        indexes = [
+            # forget_old_webhooks: messages older than WEBHOOK_REPLAY_HOURS
+            models.Index(fields=["received_at"], name="received_webhook_age"),
+        ]
+
+    def __str__(self) -> str:
+        return self.webhook_id
+
+
+class SyncCounter(models.Model):
+    """Sync cycles of one connection that ended one way ("" for a success, else an error kind, see
+    sync.error_kind): how many, their seconds and HTTP requests. Counted in the database because cycles run in
+    worker processes and /metrics is served by the web (batches/metrics.py); one UPDATE per cycle."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    error_kind = models.CharField(max_length=32, blank=True)
+    cycles = models.BigIntegerField(default=0)
+    seconds = models.FloatField(default=0.0)
+    requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # sync.count_cycle's UPDATE: one row per connection and outcome
+            models.UniqueConstraint(fields=["connection", "error_kind"], name="sync_counter_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id} {self.error_kind or 'ok'}: {self.cycles}"
 
 
 class SnapshotRetention(models.Model):

@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError, InterfaceError, OperationalError
-from django.db.models import Q
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .client import ApiError, BatchApi, PermanentError, TransientError
-from .models import ACTIVE_STATUSES, NEWEST_FIRST, OLDEST_FIRST, TRANSITIONAL_STATUSES, Batch, Connection
+from .models import (ACTIVE_STATUSES, NEWEST_FIRST, OLDEST_FIRST, TRANSITIONAL_STATUSES, Batch, Connection,
+                     SyncCounter)
 from .payload import MalformedPayload, batch_fields, to_datetime
 from .redact import redact
 from .store import mark_missing, store_batch, store_fields, store_new_batches, touch_batches
@@ -38,6 +39,7 @@ class SyncResult:
     skipped: bool = False  # another worker holds the lease
     cut_short: bool = False  # the cycle budget (or a soft time limit) ended it; the next cycle goes on
     error: str = ""
+    error_kind: str = ""  # error_kind(): the /metrics label of a failed cycle
     warning: str = ""
     retry_after: float | None = None
     unreadable: int = 0  # batches on the pages read that could not be stored
@@ -141,15 +143,16 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
         result.cut_short = True
         log.warning("sync %s: soft time limit reached; the next cycle goes on", connection.slug)
         if cycle is None or not cycle.progressed:  # nothing was read: that is no success
-            result.error = "the cycle reached its time limit before the API answered"
+            result.error, result.error_kind = "the cycle reached its time limit before the API answered", "time_limit"
             _record_failure(connection, token, TransientError(result.error), result)
     except _LeaseLost:
-        result.error = "the lease expired during the cycle; another sync took over"
+        result.error, result.error_kind = "the lease expired during the cycle; another sync took over", "lease_lost"
         log.warning("sync %s: %s", connection.slug, result.error)
         result.seconds = time.monotonic() - started
+        count_cycle(connection.pk, result)
         return result
     except ApiError as exc:
-        result.error, result.retry_after = str(exc), exc.retry_after
+        result.error, result.retry_after, result.error_kind = str(exc), exc.retry_after, error_kind(exc)
         log.warning("sync %s failed: %s", connection.slug, exc)
         _record_failure(connection, token, exc, result)
     except (OperationalError, InterfaceError):
@@ -161,7 +164,7 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
         raise
     except Exception as exc:  # a bug: recorded, never a crashed worker
         log.exception("sync %s crashed", connection.slug)
-        result.error = f"internal error: {type(exc).__name__}"
+        result.error, result.error_kind = f"internal error: {type(exc).__name__}", "internal"
         try:
             _record_failure(connection, token, TransientError(result.error), result)
         except Exception:
@@ -169,7 +172,35 @@ def sync_connection(*, connection_id: int, full: bool = False, now: datetime | N
     result.seconds = time.monotonic() - started
     if not result.error:
         _record_success(connection, token, result, started_at=now)
+    count_cycle(connection.pk, result)
     return result
+
+
+def error_kind(exc: ApiError) -> str:
+    """What went wrong, as a /metrics label: rate_limited, network, server (transient); auth, refused (permanent);
+    configuration (nothing was sent: the key is unreadable, or its host not allowed)."""
+    if exc.error_type == "configuration":
+        return "configuration"
+    if isinstance(exc, PermanentError):
+        return "auth" if exc.status in (401, 403) else "refused"
+    if exc.status == 429:
+        return "rate_limited"
+    return "network" if exc.status is None else "server"
+
+
+def count_cycle(connection_id: int, result: SyncResult) -> None:
+    """Add one cycle to the connection's SyncCounter row for its outcome (one UPDATE; the row is made once)."""
+    row = SyncCounter.objects.filter(connection_id=connection_id, error_kind=result.error_kind)
+    changes = {"cycles": F("cycles") + 1, "seconds": F("seconds") + result.seconds,
+               "requests": F("requests") + result.requests}
+    if row.update(**changes):
+        return
+    try:
+        with transaction.atomic():
+            SyncCounter.objects.create(connection_id=connection_id, error_kind=result.error_kind, cycles=1,
+                                       seconds=result.seconds, requests=result.requests)
+    except IntegrityError:  # another worker made it first (or the connection was deleted meanwhile)
+        row.update(**changes)
 
 
 # Leases this process took and could not give back because the database was away: token -> connection.

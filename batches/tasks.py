@@ -5,7 +5,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from . import archive, files, results, retention, sync
+from . import archive, files, results, retention, sync, webhooks
 
 _LIMITS = {"time_limit": settings.SYNC_TASK_TIME_LIMIT, "soft_time_limit": settings.SYNC_TASK_SOFT_TIME_LIMIT}
 # The database unreachable for a moment: try again shortly instead of dropping the work.
@@ -27,6 +27,11 @@ def sync_connection(connection_id: int, full: bool = False) -> str:
 @shared_task(ignore_result=True, acks_late=True, **_LIMITS, **_DB_RETRY)
 def refresh_batch(connection_id: int, batch_id: str) -> None:
     sync.refresh_batch_by_id(connection_id=connection_id, batch_id=batch_id)
+
+
+@shared_task(ignore_result=True, acks_late=True, **_DB_RETRY)
+def forget_old_webhooks() -> int:
+    return webhooks.forget_old_webhooks()
 
 
 @shared_task(ignore_result=True, acks_late=True, **_LIMITS)

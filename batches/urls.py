@@ -23,4 +23,6 @@ urlpatterns = [
     path(batch + "requests/export.<str:kind>", views.request_export, name="batch-requests-export"),
     path(batch + "requests/<requestid:custom_id>/", views.request_detail, name="batch-request"),
     path("healthz", views.healthz, name="healthz"),
+    path("webhooks/openai/<slug:slug>/", views.openai_webhook, name="openai-webhook"),
+    path("metrics", views.metrics, name="metrics"),
 ]

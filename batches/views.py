@@ -1,6 +1,7 @@
 import hashlib
 import itertools
 import json
+import logging
 import re
 import secrets
 from datetime import date, timedelta
@@ -16,13 +17,18 @@ from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpRespon
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from . import actions, archive, explorer, files, health, insights, retries, selectors, uploads
+from accounts.throttle import client_ip
+
+from . import (actions, archive, explorer, files, health, insights, metrics as prometheus, retries, selectors, uploads,
+               webhooks)
 from .client import ApiError, BatchApi, PermanentError
 from .models import FILE_KINDS, KNOWN_STATUSES, ArchivedFile, Batch, BatchRequest, Submission
 
+log = logging.getLogger(__name__)
 STATUS_CHOICES = [(s, s.replace("_", " ")) for s in KNOWN_STATUSES] + [
     ("all_failed", "completed, all failed"), ("unknown", "unknown status")]
 # The endpoints the Batch API accepts (CONTRACT.md §4), for the endpoint filter.
@@ -849,3 +855,45 @@ def healthz(request):
     failed = answer["status"] == "down" or (answer["stale"] and settings.HEALTHZ_STALE_IS_ERROR)
     return JsonResponse(answer, status=503 if failed else 200)
 
+
+
+# ----- OpenAI webhooks in, and /metrics -----------------------------------------------------------------
+@csrf_exempt
+@require_POST
+def openai_webhook(request, slug: str):
+    """Public, but only a message signed with the connection's webhook secret acts. An unknown slug and a bad
+    signature get the same 400; an address with too many of those gets 429 for a while."""
+    ip = client_ip(request)
+    if webhooks.too_many_failures(ip):
+        log.warning("webhook refused: too many refused webhooks from %s", ip)
+        return HttpResponse("Too many refused webhooks\n", status=429, content_type="text/plain",
+                            headers={"Retry-After": str(settings.WEBHOOK_FAILURE_WINDOW)})
+    if _content_length(request) > settings.WEBHOOK_MAX_BODY_BYTES:
+        webhooks.count_failure(ip)
+        return HttpResponse("Body too large\n", status=413, content_type="text/plain")
+    outcome = webhooks.receive(slug=slug, body=request.body, headers=request.headers)
+    if not outcome.accepted:
+        webhooks.count_failure(ip)
+        log.warning("webhook for %r from %s refused: %s", slug[:100], ip, outcome.action)  # never the body
+        return HttpResponse("Invalid webhook\n", status=400, content_type="text/plain")
+    return HttpResponse(outcome.action + "\n", status=200, content_type="text/plain")
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0  # as Django reads it: no body
+
+
+@require_GET
+@never_cache
+def metrics(request):
+    """Prometheus' text format, to a METRICS_TOKEN bearer or a METRICS_ALLOWED_IPS address; 404 while neither
+    is set, 403 to anyone else (a session counts for nothing here)."""
+    if not (settings.METRICS_TOKEN or settings.METRICS_ALLOWED_IPS):
+        return HttpResponse("Not found\n", status=404, content_type="text/plain")
+    if not prometheus.allowed(request.headers.get("Authorization", ""), client_ip(request)):
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    body, content_type = prometheus.exposition()
+    return HttpResponse(body, content_type=content_type)

@@ -4,6 +4,7 @@ The README lists every variable with its default. A bad value stops start-up wit
 ImproperlyConfigured error that names the variable.
 """
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -318,6 +319,26 @@ SYNC_STALE_GRACE_SECONDS = env_number("SYNC_STALE_GRACE_SECONDS", 30.0, cast=flo
 HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
 HEALTHZ_STALE_IS_ERROR = env_bool("HEALTHZ_STALE_IS_ERROR", False)
 HEALTHZ_BROKER_TIMEOUT = env_number("HEALTHZ_BROKER_TIMEOUT", 2.0, minimum=0.1, cast=float)
+
+# OpenAI webhooks in (batches/webhooks.py): POST /webhooks/openai/<connection slug>/. A message id is remembered
+# this long (the API retries a delivery for up to 72 hours); refused messages (unknown slug, bad signature) are
+# limited to WEBHOOK_FAILURE_LIMIT per client address per WEBHOOK_FAILURE_WINDOW seconds; bodies over
+# WEBHOOK_MAX_BODY_BYTES are refused unread.
+WEBHOOK_REPLAY_HOURS = env_number("WEBHOOK_REPLAY_HOURS", 73.0, minimum=1, cast=float)
+WEBHOOK_FAILURE_LIMIT = env_number("WEBHOOK_FAILURE_LIMIT", 20, minimum=1)
+WEBHOOK_FAILURE_WINDOW = env_number("WEBHOOK_FAILURE_WINDOW", 600, minimum=1)
+WEBHOOK_MAX_BODY_BYTES = env_number("WEBHOOK_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+CELERY_BEAT_SCHEDULE["forget-old-webhooks"] = {"task": "batches.tasks.forget_old_webhooks", "schedule": 3600.0}
+
+# /metrics (batches/metrics.py), Prometheus' text format: answered to `Authorization: Bearer <METRICS_TOKEN>` or
+# to a client address in METRICS_ALLOWED_IPS (addresses or networks, comma-separated). With neither set it is
+# off: 404.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "")
+try:
+    [ipaddress.ip_network(entry, strict=False) for entry in METRICS_ALLOWED_IPS]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS holds something that is not an address or network: {exc}") from None
 
 # The archive (batches/archive.py): copies of finished batches' files, kept after the API deletes them.
 # ARCHIVE_FILES: "all" (retries need the inputs), "results" (output and error files) or "none".

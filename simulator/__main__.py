@@ -35,6 +35,10 @@ def main(argv=None) -> None:
                         help="enqueued-token cap per model; batches above it fail with token_limit_exceeded")
     parser.add_argument("--arrival-interval", type=float, default=0.0, metavar="S",
                         help="demo mode: a new batch is submitted every S seconds (default 0: never)")
+    parser.add_argument("--webhook-url", default="", metavar="URL",
+                        help="send signed batch.* webhooks to URL (e.g. http://127.0.0.1:8000/webhooks/openai/simulator/)")
+    parser.add_argument("--webhook-secret", default="", metavar="WHSEC",
+                        help="the whsec_… secret to sign them with (the connection's webhook signing secret)")
     args = parser.parse_args(argv)
 
     simulator = Simulator(seed=args.seed, speed=args.speed, failure_share=args.failure_share,
@@ -44,6 +48,8 @@ def main(argv=None) -> None:
                              fault_rate=args.fault_rate, fault_kinds=args.fault_kinds.split(","),
                              fault_seed=args.seed, latency_ms=args.latency_ms)
     server.faults.configure(slow_seconds=args.slow_seconds)
+    if args.webhook_url:
+        server.send_webhooks(args.webhook_url, args.webhook_secret)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"simulator: {len(simulator.batches)} batches at {server.url} (key {args.api_key or 'any'}, "
           f"speed {args.speed:g}x, faults {args.fault_rate:g})", flush=True)

@@ -274,6 +274,8 @@ class Simulator:
         self._next_arrival = self.clock.now() + arrival_interval if arrival_interval > 0 else None
         self.created_times: list[float] = []  # when each POST /v1/batches created one: counted, and rate-limited
         self.creations_per_hour = CREATIONS_PER_HOUR
+        # Called (under the lock: it must not block) with (batch id, status, at) when a batch becomes terminal.
+        self.on_terminal = None
 
     # ----- ids and durations -------------------------------------------------------------------
     def _id(self, prefix: str, length: int = 24) -> str:
@@ -519,6 +521,8 @@ class Simulator:
             b.status = "cancelled"
             b.stamps["cancelled_at"] = at
             self._publish(b, at, unrun_code="batch_cancelled")
+        if b.status in TERMINAL and self.on_terminal is not None:
+            self.on_terminal(b.id, b.status, at)
 
     def _processed_at(self, b: SimBatch, at: float) -> int:
         if b.status == "validating":
@@ -800,6 +804,15 @@ class Simulator:
     def advance(self, seconds: float) -> None:
         with self.lock:
             self.clock.advance(seconds)
+
+    def step_all(self) -> None:
+        """Apply every event due by now to every running batch, as if each were read (webhooks need the
+        transitions to happen without a read)."""
+        with self.lock:
+            now = self.clock.now()
+            for b in list(self.batches.values()):
+                if b.status in ACTIVE:
+                    self._step(b, now)
 
     def forget_batch(self, batch_id: str) -> None:
         """The API loses a batch (a compatible server that deletes them, say): 404 from now on."""

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from .engine import ApiError, Simulator, _mix
+from .webhooks import WebhookSender
 
 FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "truncated")
 EXTRA_FAULT_KINDS = ("quota", "drip")
@@ -132,6 +133,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.simulator, self.api_key, self.faults, self.latency_ms = simulator, api_key, faults, latency_ms
         self.stats = Stats()
+        self.webhooks = WebhookSender(simulator)
         self._request_counter = 0
         self._counter_lock = threading.Lock()
 
@@ -261,6 +263,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if set(spec) - allowed:
                     raise ApiError(400, f"unknown fields {sorted(set(spec) - allowed)}; allowed: {sorted(allowed)}")
                 return self._send_json(200, sim.add_synthetic(status, **spec))
+            if (method, path) == ("GET", "/_sim/webhooks"):
+                return self._send_json(200, server.webhooks.to_json())
+            if (method, path) == ("POST", "/_sim/webhooks"):
+                spec = self._json_body()
+                if not isinstance(spec, dict) or set(spec) - {"url", "secret"}:
+                    raise ApiError(400, 'expected {"url": ..., "secret": "whsec_..."}; an empty url turns them off')
+                return self._send_json(200, server.webhooks.configure(url=str(spec.get("url") or ""),
+                                                                      secret=str(spec.get("secret") or "")))
             if (method, path) == ("POST", "/_sim/faults"):
                 spec = self._json_body() if self.body else dict(self.query)
                 try:
@@ -464,6 +474,7 @@ class SimulatorServer:
             self.httpd.shutdown()
             self._thread.join()
             self._thread = None
+        self.httpd.webhooks.stop()
         self.httpd.server_close()
 
     def __enter__(self) -> "SimulatorServer":
@@ -491,3 +502,10 @@ class SimulatorServer:
 
     def inject_batch(self, status: str = "completed", **spec) -> dict:
         return self.simulator.add_synthetic(status, **spec)
+
+    def send_webhooks(self, url: str, secret: str) -> dict:
+        """Send batch.* events, signed with `secret`, to `url` from now on (an empty url stops them)."""
+        return self.httpd.webhooks.configure(url=url, secret=secret)
+
+    def webhooks_sent(self) -> list[dict]:
+        return self.httpd.webhooks.to_json()["sent"]

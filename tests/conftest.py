@@ -47,6 +47,30 @@ def connection(db, request):
     return conn
 
 
+# A webhook signing secret as OpenAI shows one: whsec_ and 32 random bytes in base64 (fixed for tests).
+WEBHOOK_SECRET = "whsec_dGVzdC1vbmx5LXdlYmhvb2stc2VjcmV0LTAwMDAwMDA="
+
+
+@pytest.fixture
+def webhook_connection(connection):
+    """`connection` ("sim") with WEBHOOK_SECRET as its webhook signing secret."""
+    connection.set_webhook_secret(WEBHOOK_SECRET)
+    connection.save()
+    return connection
+
+
+def signed_webhook(body: bytes, *, secret: str = WEBHOOK_SECRET, webhook_id: str = "msg_test_1", at=None) -> dict:
+    """Standard Webhooks headers for `body` as the API sends them (signed with the standardwebhooks package),
+    as Django test client extra arguments; `at` (a datetime) is the timestamp, now by default."""
+    from datetime import datetime, timezone
+
+    from standardwebhooks import Webhook
+
+    at = at or datetime.now(tz=timezone.utc)
+    return {"HTTP_WEBHOOK_ID": webhook_id, "HTTP_WEBHOOK_TIMESTAMP": str(int(at.timestamp())),
+            "HTTP_WEBHOOK_SIGNATURE": Webhook(secret).sign(webhook_id, at, body.decode())}
+
+
 ROLES = ("anonymous", "norole", "viewer", "operator", "admin")
 PASSWORD = "pw-for-tests-only-123"
 
@@ -235,13 +259,9 @@ def finished_batch(see_batch_finish):
     return batch
 
 
-@pytest.fixture
-def archive_queue():
-    """The test broker's archive queue, emptied first; returns a function that takes the messages out of it, as
-    (task name, arguments) pairs."""
+def _queue_taker(name: str):
+    """A function that takes the messages out of the test broker's queue `name`, as (task name, arguments)."""
     from dashboard.celery import app
-
-    name = "batchboard-test-archive"
 
     def take() -> list[tuple[str, list]]:
         taken = []
@@ -257,6 +277,23 @@ def archive_queue():
             finally:
                 queue.close()
 
+    return take
+
+
+@pytest.fixture
+def archive_queue():
+    """The test broker's archive queue, emptied first; returns a function that takes the messages out of it, as
+    (task name, arguments) pairs."""
+    take = _queue_taker("batchboard-test-archive")
+    take()
+    yield take
+    take()
+
+
+@pytest.fixture
+def task_queue():
+    """The test broker's default queue (syncs, refreshes), as archive_queue."""
+    take = _queue_taker("batchboard-test")
     take()
     yield take
     take()

@@ -80,3 +80,27 @@ def test_an_admin_cannot_send_the_stored_key_to_their_own_server(client, login, 
     client.post(f"/admin/batches/connection/{connection.pk}/change/", _form(connection, base_url=catcher.url))
     client.post(f"/batches/sim/{batch.batch_id}/refresh/")  # "Refresh now"
     assert catcher.seen == []
+
+
+def test_a_webhook_secret_entered_in_the_admin_is_stored_encrypted_and_never_shown(client, login, connection):
+    from tests.conftest import WEBHOOK_SECRET
+
+    login("admin")
+    url = f"/admin/batches/connection/{connection.pk}/change/"
+    assert client.post(url, _form(connection, webhook_secret=WEBHOOK_SECRET)).status_code == 302
+    stored = Connection.objects.get()
+    assert stored.webhook_secret == WEBHOOK_SECRET and WEBHOOK_SECRET not in stored.webhook_secret_encrypted
+    page = client.get(url).content.decode()
+    assert WEBHOOK_SECRET not in page and "POST /webhooks/openai/sim/" in page
+    client.post(url, _form(connection))  # left empty: kept
+    assert Connection.objects.get().webhook_secret == WEBHOOK_SECRET
+    client.post(url, _form(connection, forget_webhook_secret="on"))
+    assert Connection.objects.get().webhook_secret == ""
+
+
+def test_a_webhook_secret_that_is_not_one_is_refused(client, login, connection):
+    login("admin")
+    response = client.post(f"/admin/batches/connection/{connection.pk}/change/",
+                           _form(connection, webhook_secret="sk-not-a-webhook-secret"))
+    assert response.status_code == 200 and "starts with whsec_" in response.content.decode()
+    assert Connection.objects.get().webhook_secret == ""

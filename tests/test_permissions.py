@@ -30,6 +30,11 @@ MATRIX = {
     "batch-requests-export": {"GET": (302, 403, 403, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "batch-requests-export.csv": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "healthz": {"GET": (200, 200, 200, 200, 200), "POST": (405, 405, 405, 405, 405)},
+    # Public, but verified: without a signature every role gets the same 400 (a session counts for nothing).
+    "openai-webhook": {"GET": (405, 405, 405, 405, 405), "POST": (400, 400, 400, 400, 400)},
+    # Off (404) unless METRICS_TOKEN or METRICS_ALLOWED_IPS is set; then only the token or address lets in:
+    # METRICS_MATRIX.
+    "metrics": {"GET": (404, 404, 404, 404, 404), "POST": (405, 405, 405, 405, 405)},
     "login": {"GET": (200, 302, 302, 302, 302)},
     "logout": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "account": {"GET": (302, 200, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
@@ -44,7 +49,7 @@ MATRIX = {
     "channel-test": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
     "channel-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
 }
-PUBLIC = {"healthz", "login", "logout"}  # the allow-list: everything else needs a login
+PUBLIC = {"healthz", "login", "logout", "openai-webhook", "metrics"}  # the allow-list: everything else needs a login
 
 
 ODD_CUSTOM_ID = "a/b c ✓"
@@ -79,6 +84,8 @@ def _url(name: str, batch) -> str:
         kwargs["custom_id"] = ODD_CUSTOM_ID
     if name.startswith("batch-") and name not in ("batch-list", "batch-new"):
         return reverse(name, kwargs=kwargs)
+    if name == "openai-webhook":
+        return reverse(name, kwargs={"slug": batch.connection.slug})
     return reverse(name)
 
 
@@ -189,6 +196,15 @@ def test_the_matrix_with_two_teams_and_two_connections(client, login, synced_bat
             if response.status_code == 404 and batch.batch_id in response.content.decode():
                 wrong.append((name, method, "404 names the id"))
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_metrics_let_in_the_token_or_address_only_whatever_the_role(client, login, settings, db, role):
+    settings.METRICS_TOKEN, settings.METRICS_ALLOWED_IPS = "scrape-token", ["192.0.2.1"]
+    login(role)
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.1").status_code == 200
 
 
 def test_every_route_has_a_decision():
