@@ -1,6 +1,7 @@
 """Shared by the bench scripts: a private database (SQLite file, or a fresh PostgreSQL database) and Django."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -105,3 +106,20 @@ def stop_processes(processes: list) -> None:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def measure(phase) -> tuple[float, float]:
+    """Run `phase()`: its seconds, and its peak RSS growth in MB (the kernel's high-water mark is reset first)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # then VmHWM is the peak since start: an upper bound
+    before = _kib("VmRSS")
+    started = time.monotonic()
+    phase()
+    seconds = time.monotonic() - started
+    return seconds, max(0, _kib("VmHWM") - before) / 1024
+
+
+def _kib(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))

@@ -16,16 +16,14 @@ per request that the results then update (the cost of that, in the database, is 
 import argparse
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import requests
-from _setup import ROOT, free_port, run_on_private_database, stop_processes, table, wait_http
+from _setup import ROOT, free_port, measure, run_on_private_database, stop_processes, table, wait_http
 
 API_KEY = "sk-bench"
 
@@ -79,7 +77,7 @@ def run(args) -> None:
                   ("index again (nothing left to do)", lambda: index_batch(batch.pk))]
         rows = []
         for label, phase in phases:
-            seconds, growth = _measure(phase)
+            seconds, growth = measure(phase)
             rows.append((label, f"{seconds:.2f}", f"{growth:.1f}"))
     finally:
         stop_processes([simulator])
@@ -113,21 +111,6 @@ def archive_files() -> None:
         assert archive.copy_file(pk, claimed_until=claim) == "stored"
 
 
-def _measure(phase) -> tuple[float, float]:
-    """Seconds, and peak RSS growth in MB (the kernel's high-water mark is reset first)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # then VmHWM is the peak since start: an upper bound
-    before = _kib("VmRSS")
-    started = time.monotonic()
-    phase()
-    seconds = time.monotonic() - started
-    return seconds, max(0, _kib("VmHWM") - before) / 1024
-
-
-def _kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
 def _file_bytes(sim_url: str, file_id: str | None) -> int:

@@ -16,14 +16,12 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _setup import ROOT, run_on_private_database, table
+from _setup import ROOT, measure, run_on_private_database, table
 
 
 def main() -> None:
@@ -76,7 +74,7 @@ def run(args) -> None:
 
     rows = []
     for label, phase, target in (("build the retry file", build, 20), ("check it as an upload", check, 30)):
-        seconds, growth = _measure(phase)
+        seconds, growth = measure(phase)
         rows.append((label, f"{seconds:.2f}", f"{growth:.1f}", _target(seconds < target and growth < 50,
                                                                         f"< {target} s, < 50 MB", args)))
     sent = sum(part["requests"] for part in built)
@@ -107,21 +105,6 @@ def _line(n: int, padding: str) -> bytes:
                                 "max_tokens": 200}}).encode()
 
 
-def _measure(phase) -> tuple[float, float]:
-    """Seconds, and peak RSS growth in MB (the kernel's high-water mark is reset first)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # then VmHWM is the peak since start: an upper bound
-    before = _kib("VmRSS")
-    started = time.monotonic()
-    phase()
-    seconds = time.monotonic() - started
-    return seconds, max(0, _kib("VmHWM") - before) / 1024
-
-
-def _kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
 
 
 def _target(met: bool, target: str, args) -> str:

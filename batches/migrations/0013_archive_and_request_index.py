@@ -2,21 +2,14 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
+
+from batches.operations import give_permissions
 
 
 def give_content_to_operators_and_admins(apps, schema_editor):
     """Operators and Admins see request content; Viewers see outcomes, codes and counts only."""
-    app_config = apps.get_app_config("batches")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    permission = apps.get_model("auth", "Permission").objects.get(
-        content_type__app_label="batches", codename="view_request_content")
-    for group in Group.objects.filter(name__in=["Operator", "Admin"]):
-        group.permissions.add(permission)
+    give_permissions(apps, "batches", ["view_request_content"], ["Operator", "Admin"])
 
 
 class Migration(migrations.Migration):

@@ -3,21 +3,14 @@
 import django.db.models.deletion
 import django.utils.timezone
 from django.conf import settings
-from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
+
+from batches.operations import give_permissions
 
 
 def give_submit_to_operators_and_admins(apps, schema_editor):
     """Operators and Admins may create batches (retries and uploads); Viewers may not."""
-    app_config = apps.get_app_config("batches")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    permission = apps.get_model("auth", "Permission").objects.get(
-        content_type__app_label="batches", codename="submit_batch")
-    for group in Group.objects.filter(name__in=["Operator", "Admin"]):
-        group.permissions.add(permission)
+    give_permissions(apps, "batches", ["submit_batch"], ["Operator", "Admin"])
 
 
 class Migration(migrations.Migration):
