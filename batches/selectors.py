@@ -395,7 +395,7 @@ def _values(cursor: str, keys, model=Batch) -> list | None:
     """The row position a cursor from the query string holds, or None if it is not one for this sort."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # deeply nested JSON recurses in the decoder
         return None
     if not isinstance(values, list) or len(values) != len(keys):
         return None
@@ -415,9 +415,18 @@ def _values(cursor: str, keys, model=Batch) -> list | None:
         elif isinstance(field, IntegerField):
             if type(value) is not int or not -2**63 <= value < 2**63:
                 return None
-        elif not isinstance(value, str) or "\x00" in value:
+        elif not isinstance(value, str) or "\x00" in value or not _encodable(value):
             return None
     return values
+
+
+def _encodable(text: str) -> bool:
+    """Whether the text is valid Unicode: a JSON `\\ud800` escape gives a lone surrogate no database takes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ----- retries and lineage ---------------------------------------------------------------------------------

@@ -254,6 +254,8 @@ def test_a_page_link_shared_without_its_cursor_or_with_a_foreign_one_still_shows
     extremes = ['["9999-12-31T23:59:59-14:00", 1]', '["0001-01-01T00:00:00+14:00", 1]', '["x", 1]', "[]"]
     for after in ["garbage", wrong_sort] + [base64.urlsafe_b64encode(e.encode()).decode() for e in extremes]:
         assert _ids(client.get(f"/?page=2&after={after}")) == ["batch_x0002", "batch_x0001"]
+    surrogate = base64.urlsafe_b64encode(b'["\\ud800", "2026-01-01T00:00:00+00:00", 1]').decode()  # a lone surrogate
+    assert client.get(f"/?sort=status&page=2&after={surrogate}").status_code == 200
 
 
 def test_a_filtered_list_is_counted_up_to_the_limit(client, viewer, connection, settings):

@@ -582,3 +582,13 @@ def test_the_explorer_offers_to_retry_what_failed_to_those_who_may(client, login
     assert 'href="/batches/sim/batch_done/retry/?codes=rate_limit_exceeded">Retry the requests that failed' in page
     login("viewer")
     assert "retry-requests" not in _get(client, URL).content.decode()
+
+
+@pytest.mark.parametrize("cursor", ["[" * 1400, '["\\ud800"]', '["\\ud800", 3]'])
+def test_a_hostile_cursor_is_ignored_not_a_server_error(client, viewer, completed_batch, cursor):
+    import base64
+
+    index_batch(completed_batch, six())
+    encoded = base64.urlsafe_b64encode(cursor.encode()).decode()
+    for query in (f"?page=2&after={encoded}", f"?page=3&before={encoded}", f"?sort=-tokens&page=2&after={encoded}"):
+        assert _get(client, URL + query).status_code == 200
