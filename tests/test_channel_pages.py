@@ -102,3 +102,24 @@ def test_deleting_a_channel_removes_its_deliveries(client, login, make_channel, 
     client.post(f"/alerts/{channel.pk}/test/")
     assert client.post(f"/alerts/{channel.pk}/delete/").status_code == 302
     assert not Channel.objects.exists() and not Delivery.objects.exists()
+
+
+def test_with_teams_the_django_admin_shows_only_the_channels_events_and_deliveries_of_connections_they_see(
+        client, login, two_teams, make_channel, connection, other_connection):
+    from notifications.models import Delivery, Event
+
+    mine = make_channel("email", "a@example.com", name="Red mail", connections=[connection])
+    theirs = make_channel("email", "a@example.com", name="Blue mail", connections=[other_connection])
+    make_channel("email", "a@example.com", name="Every connection")
+    for n, (conn, channel) in enumerate([(connection, mine), (other_connection, theirs)]):
+        event = Event.objects.create(kind="batch.failed", connection=conn, dedupe_key=f"admin-{n}",
+                                     data={"batch_id": f"batch_of_{conn.slug}"})
+        Delivery.objects.create(event=event, channel=channel, state="sent")
+    login("admin", team="Red")
+    channels = client.get("/admin/notifications/channel/").content.decode()
+    assert "Red mail" in channels and "Blue mail" not in channels and "Every connection" not in channels
+    events = client.get("/admin/notifications/event/").content.decode()
+    assert "admin-0" in events and "admin-1" not in events
+    deliveries = client.get("/admin/notifications/delivery/").content.decode()
+    assert "Red mail" in deliveries and "Blue mail" not in deliveries
+    assert client.get(f"/admin/notifications/channel/{theirs.pk}/change/").status_code in (302, 404)
