@@ -228,9 +228,10 @@ def submit(*, submission: Submission, user) -> Outcome:
     if submission.state == Submission.DONE:
         return Outcome(True, _created_message(submission, "Already submitted"), info=True)
     now = timezone.now()
+    lease = _Lease(submission, now + timedelta(seconds=settings.SUBMIT_LEASE_SECONDS))
     claimed = Submission.objects.filter(pk=submission.pk).filter(
         Q(lease_until__isnull=True) | Q(lease_until__lt=now)).exclude(state=Submission.DONE).update(
-        lease_until=now + timedelta(seconds=settings.SUBMIT_LEASE_SECONDS), state=Submission.SUBMITTING)
+        lease_until=lease.until, state=Submission.SUBMITTING)
     if not claimed:
         return Outcome(True, "This submission is being sent by another request right now; nothing was sent "
                        "again.", info=True)
@@ -241,9 +242,12 @@ def submit(*, submission: Submission, user) -> Outcome:
         parts = _build_parts(submission)
         with BatchApi.for_connection(submission.connection) as api:
             for part in parts:
-                _send_part(api, submission, part, user)
+                _send_part(api, submission, part, user, lease)
         state = Submission.DONE
         outcome = Outcome(True, _created_message(submission, "Submitted"))
+    except _LeaseLost:
+        return Outcome(True, "Another request took this submission over (ours ran past SUBMIT_LEASE_SECONDS); it "
+                       "carries on, and nothing was sent twice.", info=True)
     except _HourlyLimit as exc:
         error = str(exc)
     except PermanentError as exc:
@@ -254,7 +258,7 @@ def submit(*, submission: Submission, user) -> Outcome:
     except (OSError, retries.ArchiveIncomplete) as exc:
         error = f"Interrupted: the file could not be read or written ({type(exc).__name__}: {exc})."
     finally:
-        Submission.objects.filter(pk=submission.pk).update(
+        Submission.objects.filter(pk=submission.pk, lease_until=lease.until).update(  # unless taken over
             state=state, lease_until=None, last_error=error[:2000],
             finished_at=timezone.now() if state == Submission.DONE else None)
         submission.refresh_from_db()
@@ -288,7 +292,26 @@ def _build_parts(submission: Submission) -> list[SubmissionPart]:
     return parts
 
 
-def _send_part(api: BatchApi, submission: Submission, part: SubmissionPart, user) -> None:
+class _LeaseLost(Exception):
+    """Our lease on a submission ran out and another request holds it now: stop before sending anything."""
+
+
+class _Lease:
+    """A request's hold on a submission (Submission.lease_until), renewed before each call that sends something,
+    and only while it is still ours, so that a request which outlived its lease never sends after another took
+    over."""
+
+    def __init__(self, submission: Submission, until):
+        self.submission, self.until = submission, until
+
+    def renew(self) -> None:
+        until = timezone.now() + timedelta(seconds=settings.SUBMIT_LEASE_SECONDS)
+        if not Submission.objects.filter(pk=self.submission.pk, lease_until=self.until).update(lease_until=until):
+            raise _LeaseLost
+        self.until = until
+
+
+def _send_part(api: BatchApi, submission: Submission, part: SubmissionPart, user, lease: _Lease) -> None:
     part.refresh_from_db()
     if part.batch_id:
         return
@@ -296,6 +319,7 @@ def _send_part(api: BatchApi, submission: Submission, part: SubmissionPart, user
     if not part.file_id and part.upload_sent_at:
         part.file_id = _find_uploaded(api, part)
     if not part.file_id:
+        lease.renew()
         part.upload_sent_at = timezone.now()
         part.save(update_fields=["upload_sent_at"])
         with archive.storage().open(part.name, "rb") as content:
@@ -309,6 +333,7 @@ def _send_part(api: BatchApi, submission: Submission, part: SubmissionPart, user
                           batch=part.batch, part=part)
         return
     _check_hourly_limit(submission.connection)
+    lease.renew()
     part.create_sent_at = timezone.now()
     part.save(update_fields=["create_sent_at"])
     metadata = retries.batch_metadata(submission.metadata, part.intent)

@@ -283,3 +283,25 @@ def test_lineage_counts_each_custom_ids_latest_outcome_and_merges_the_results(cl
     assert {json.loads(line)["custom_id"] for line in errors} == set(
         BatchRequest.objects.filter(batch=child).exclude(outcome=RequestOutcome.SUCCEEDED)
         .values_list("custom_id", flat=True))
+
+
+def test_a_request_that_outlived_its_lease_sends_nothing_after_another_took_over(login, simulator, failed_batch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from batches import actions
+
+    user = login("operator")
+    submission, _ = actions.record_submission(
+        token="b" * 32, user=user, kind=Submission.RETRY, connection=failed_batch.connection, parent=failed_batch,
+        endpoint=failed_batch.endpoint, model=failed_batch.model, metadata=[], selection={"outcomes": ["failed"]})
+    ours = timezone.now() + timedelta(seconds=5)
+    Submission.objects.filter(pk=submission.pk).update(lease_until=ours)
+    lease = actions._Lease(submission, ours)
+    lease.renew()  # still ours: renewed
+    Submission.objects.filter(pk=submission.pk).update(lease_until=timezone.now() + timedelta(hours=1))  # taken over
+    part = SubmissionPart.objects.create(submission=submission, number=1, name="x", bytes=1, requests=1)
+    with pytest.raises(actions._LeaseLost):
+        actions._send_part(None, submission, part, user, lease)  # stops before the upload: no API call at all
+    assert simulator.stats()["batches_created"] == 0 and _uploads(simulator) == 0
