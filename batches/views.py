@@ -431,7 +431,12 @@ class RetryChoice(forms.Form):
 
     def chosen(self) -> dict:
         data = self.cleaned_data if self.is_valid() else {}
-        return {"outcomes": data.get("outcomes") or list(retries.RETRYABLE), "codes": data.get("codes") or []}
+        codes = data.get("codes") or []
+        if "codes" in self.errors and hasattr(self.data, "getlist"):
+            # a code that is not among the menu's (not retryable here, or past its 50 most common) narrows the
+            # retry to the requests that have it, possibly none: never to every request
+            codes = [code[:100] for code in self.data.getlist("codes")[:50]]
+        return {"outcomes": data.get("outcomes") or list(retries.RETRYABLE), "codes": codes}
 
 
 def _retry_access(request, slug: str, batch_id: str) -> tuple[Batch, dict]:

@@ -216,6 +216,14 @@ def test_a_retry_can_be_narrowed_to_error_codes(client, login, simulator, failed
     assert {line["custom_id"] for line in _file_lines(simulator, child.input_file_id)} == expected
 
 
+def test_a_code_that_is_not_in_the_menu_narrows_the_retry_to_nothing_never_widens_it(client, login, failed_batch):
+    login("operator")
+    page = client.get(_url(failed_batch) + "?codes=batch_cancelled").content.decode()
+    retryable = BatchRequest.objects.filter(batch=failed_batch, outcome__in=[2, 3, 5]).count()
+    assert retryable > 0 and f"{retryable} request" not in page
+    assert re.search(r"\b0 requests?\b|Nothing to send|no request", page, re.I)
+
+
 def test_the_retry_file_holds_the_original_lines_in_input_order(client, login, failed_batch, archive_storage):
     login("operator")
     response = client.get(_url(failed_batch, "retry/file/"))
