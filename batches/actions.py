@@ -97,25 +97,80 @@ def refresh(*, batch: Batch, user) -> Outcome:
     return outcome
 
 
-class Download:
-    """A file on its way to a user, from the API (holding one of its connection's stream slots) or from the
-    archive (which needs no slot). Iterate for the bytes; the WSGI server calls close() when the response ends,
-    however it ends, and that audits the download once with its outcome (completed, or cut and why), the bytes
-    sent and where they came from, and gives the slot back."""
+class AuditedStream:
+    """Bytes on their way to a user. Iterate for them; the WSGI server calls close() when the response ends,
+    however it ends, and that audits it once, as a download of `detail`, with its outcome (completed, or cut and
+    why) and the bytes the server really sent. Subclasses say what it is (`label`, `note`), why a read failed,
+    and what to give back."""
+
+    note = ""  # after "completed" / "bytes sent": where the bytes came from
+
+    def __init__(self, chunks, *, batch: Batch, user, detail: str, label: str):
+        self.chunks, self.batch, self.user, self.detail, self.label = iter(chunks), batch, user, detail, label
+        self.sent = self.handed = 0
+        self.ending = "the client went away"  # unless the stream ends first
+        self.closed = False
+
+    def __iter__(self) -> "AuditedStream":
+        return self
+
+    def __next__(self) -> bytes:
+        self.sent += self.handed  # the server asks for more only once it has sent the chunk it had
+        self.handed = 0
+        self.before_chunk()
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.ending = ""
+            raise
+        except Exception as exc:
+            self.ending = self.why_cut(exc)
+            raise
+        self.handed = len(chunk)
+        return chunk
+
+    def before_chunk(self) -> None:
+        pass
+
+    def why_cut(self, exc: Exception) -> str:
+        return f"it could not be read ({type(exc).__name__})"
+
+    def release(self) -> None:
+        pass
+
+    def request_id(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.release()
+        if self.ending:
+            outcome = Outcome(False, f"{self.label}: cut after {self.sent:,} bytes sent{self.note}: {self.ending}",
+                              self.request_id())
+        else:
+            outcome = Outcome(True, f"{self.label}: completed{self.note}, {self.sent:,} bytes sent", self.request_id())
+        try:
+            audit(user=self.user, action="download", batch=self.batch, detail=self.detail, outcome=outcome)
+        except Exception:  # Django swallows errors of close(): say it here
+            log.exception("The download %s could not be audited: %s", self.label, outcome.message)
+
+
+class Download(AuditedStream):
+    """A batch file from the API (holding one of its connection's stream slots, given back at the end) or from
+    the archive (which needs no slot)."""
 
     def __init__(self, *, batch: Batch, kind: str, user, api: BatchApi | None = None,
                  upstream: requests.Response | None = None, slot: str | None = None, stored=None, first: bytes = b""):
-        self.batch, self.kind, self.user, self.api, self.upstream, self.slot = batch, kind, user, api, upstream, slot
+        self.kind, self.api, self.upstream, self.slot = kind, api, upstream, slot
         self.stored = stored  # the archive's stream, its first chunk already read
         self.source = "api" if stored is None else "archive"
-        if stored is None:
-            self.chunks = stream_chunks(upstream, chunk_size=settings.DOWNLOAD_CHUNK_BYTES)
-        else:
-            self.chunks = _first_then(first, stored)
-        self.sent = self.handed = 0
-        self.ending = "the client went away"  # unless the stream ends first
+        self.note = " from the archive" if stored is not None else ""
+        chunks = (stream_chunks(upstream, chunk_size=settings.DOWNLOAD_CHUNK_BYTES) if stored is None
+                  else _first_then(first, stored))
+        super().__init__(chunks, batch=batch, user=user, detail=kind, label=batch.file_id(kind))
         self.renewed = time.monotonic()
-        self.closed = False
 
     @classmethod
     def from_archive(cls, *, batch: Batch, kind: str, user, archived) -> "Download | None":
@@ -132,53 +187,28 @@ class Download:
             return None
         return cls(batch=batch, kind=kind, user=user, stored=chunks, first=first)
 
-    def __iter__(self) -> "Download":
-        return self
-
-    def __next__(self) -> bytes:
-        self.sent += self.handed  # the server asks for more only once it has sent the chunk it had
-        self.handed = 0
+    def before_chunk(self) -> None:
         if self.slot and time.monotonic() - self.renewed > files.STREAM_SLOT_RENEW_SECONDS:
             files.renew_stream_slot(self.slot)
             self.renewed = time.monotonic()
-        try:
-            chunk = next(self.chunks)
-        except StopIteration:
-            self.ending = ""
-            raise
-        except TransientError as exc:
-            self.ending = exc.message
-            raise
-        except Exception as exc:
-            if self.source != "archive":
-                raise
-            self.ending = f"the archive could not be read ({type(exc).__name__})"
-            raise
-        self.handed = len(chunk)
-        return chunk
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    def why_cut(self, exc: Exception) -> str:
+        if isinstance(exc, TransientError):
+            return exc.message
+        if self.source == "archive":
+            return f"the archive could not be read ({type(exc).__name__})"
+        return self.ending
+
+    def release(self) -> None:
         if self.source == "archive":
             self.stored.close()
         else:
             self.upstream.close()
             self.api.close()
             files.give_back_stream_slot(self.slot)
-        file_id = self.batch.file_id(self.kind)
-        request_id = self.upstream.headers.get("x-request-id", "") if self.upstream is not None else ""
-        source = " from the archive" if self.source == "archive" else ""
-        if self.ending:
-            outcome = Outcome(False, f"{file_id}: cut after {self.sent:,} bytes sent{source}: {self.ending}",
-                              request_id)
-        else:
-            outcome = Outcome(True, f"{file_id}: completed{source}, {self.sent:,} bytes sent", request_id)
-        try:
-            audit(user=self.user, action="download", batch=self.batch, detail=self.kind, outcome=outcome)
-        except Exception:  # Django swallows errors of close(): say it here
-            log.exception("The download of %s could not be audited: %s", file_id, outcome.message)
+
+    def request_id(self) -> str:
+        return self.upstream.headers.get("x-request-id", "") if self.upstream is not None else ""
 
 
 def _first_then(first: bytes, rest):

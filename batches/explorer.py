@@ -372,44 +372,14 @@ def _cut(chunks, start: int, spans):
             yield b"\n"
 
 
-class Export:
-    """An export on its way to a user. Iterate for the bytes; the WSGI server calls close() when the response
-    ends, however it ends, and that audits it once, as a download, with what was sent."""
+class Export(actions.AuditedStream):
+    """An export of the explorer's rows, audited as a download of `detail` when its response ends."""
 
     def __init__(self, chunks, *, batch: Batch, user, detail: str, description: str):
-        self.chunks, self.batch, self.user = iter(chunks), batch, user
-        self.detail, self.description = detail, description
-        self.sent = self.handed = 0
-        self.ending = "the client went away"
-        self.closed = False
+        super().__init__(chunks, batch=batch, user=user, detail=detail, label=description)
 
-    def __iter__(self) -> "Export":
-        return self
+    def why_cut(self, exc: Exception) -> str:
+        log.exception("The export %s of batch pk %s broke", self.detail, self.batch.pk)
+        return super().why_cut(exc)
 
-    def __next__(self):
-        self.sent += self.handed
-        self.handed = 0
-        try:
-            chunk = next(self.chunks)
-        except StopIteration:
-            self.ending = ""
-            raise
-        except Exception as exc:
-            self.ending = f"it could not be read ({type(exc).__name__})"
-            log.exception("The export %s of batch pk %s broke", self.detail, self.batch.pk)
-            raise
-        self.handed = len(chunk)
-        return chunk
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.ending:
-            outcome = actions.Outcome(False, f"{self.description}: cut after {self.sent:,} bytes sent: {self.ending}")
-        else:
-            outcome = actions.Outcome(True, f"{self.description}: completed, {self.sent:,} bytes sent")
-        try:
-            actions.audit(user=self.user, action="download", batch=self.batch, detail=self.detail, outcome=outcome)
-        except Exception:  # Django swallows errors of close(): say it here
-            log.exception("The export %s could not be audited: %s", self.detail, outcome.message)

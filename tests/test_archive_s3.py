@@ -42,7 +42,7 @@ def s3_server():
         try:
             requests.get(url, timeout=1)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or (a busy machine) slow to answer its first request
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("moto's server did not start:\n" + stop_process(process)) from None
             time.sleep(0.1)
