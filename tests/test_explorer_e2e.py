@@ -129,6 +129,9 @@ def test_the_explorer_pages_fit_a_phone_and_pass_axe_in_light_and_dark(site, bro
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 if overflow > 0:
                     problems.append(f"{path} at {width} px is {overflow} px too wide")
+                if path.endswith(("/requests/", "ticket-004/")):  # for people to look at, as the list's are
+                    shot = "explorer" if path.endswith("/requests/") else "request"
+                    page.screenshot(path=str(SHOTS / f"{shot}-{width}-{scheme}.png"), full_page=True)
                 for violation in axe.run(page).response["violations"]:
                     if violation["impact"] in ("serious", "critical"):
                         problems.append(f"{scheme} {width} {path}: {violation['id']} "
