@@ -84,3 +84,11 @@ def test_the_database_and_broker_are_the_ones_the_environment_names(db):
             expected_transport)
         conn.ensure_connection(max_retries=1)
     assert settings.CELERY_BROKER_URL.split(":")[0].startswith(expected_transport.split("+")[0])
+
+
+def test_the_embedded_broker_looks_for_new_tasks_ten_times_a_second():
+    """kombu's SQLAlchemy transport polls once a second; a refresh queued by a webhook would wait for it."""
+    from kombu import Connection
+
+    with Connection("sqla+sqlite:///:memory:") as conn:
+        assert conn.transport.polling_interval == 0.1
