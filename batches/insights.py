@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import F, Q
 
+from usage.prices import PriceTable
+from usage.rollup import day_of, values_of
+
 from .models import Batch, BatchSnapshot, BatchTransition
 
 CHART_WIDTH, CHART_HEIGHT, CHART_POINTS = 600, 160, 200
@@ -128,50 +131,24 @@ def throughput(batch: Batch, snapshots: list[BatchSnapshot], now: datetime) -> d
     return {"per_minute": round(per_second * 60, 1), "eta": eta}
 
 
-def price_for(model: str) -> dict | None:
-    """The price row for a model: an exact match, else the longest configured prefix (gpt-4o-mini-2024-...)."""
-    if not model:
-        return None
-    prices = settings.MODEL_PRICES
-    if model in prices:
-        return prices[model]
-    matches = [name for name in prices if model.startswith(name)]
-    return prices[max(matches, key=len)] if matches else None
-
-
-def estimated_cost(batch: Batch) -> dict | None:
-    """An estimate in USD from the settings' price table, batch discount applied; None when unknown."""
+def estimated_cost(batch: Batch, prices=None) -> dict | None:
+    """An estimate in USD from the price table at the batch's creation day, batch discount applied; None when
+    the batch has no usage yet or its model no price."""
     if batch.input_tokens is None:
         return None
-    return token_cost(batch.model, input_tokens=batch.input_tokens, cached_tokens=batch.cached_tokens,
-                      output_tokens=batch.output_tokens)
-
-
-def token_cost(model: str, *, input_tokens: int | None, cached_tokens: int | None,
-               output_tokens: int | None) -> dict | None:
-    """estimated_cost() of token counts (one batch's, or a sum of many of one model's); None for an unpriced
-    model."""
-    price = price_for(model)
-    if price is None:
-        return None
-    cached = max(cached_tokens or 0, 0)
-    uncached = max((input_tokens or 0) - cached, 0)
-    return _priced(price, uncached=uncached, cached=cached, output=max(output_tokens or 0, 0))
+    prices = prices or PriceTable.load()
+    usd = prices.cost(batch.model, day_of(values_of(batch)), input_tokens=batch.input_tokens,
+                      cached_tokens=batch.cached_tokens, output_tokens=batch.output_tokens)
+    return None if usd is None else {"usd": usd, "discount": settings.BATCH_PRICE_DISCOUNT}
 
 
 def estimated_cost_from_bytes(model: str, *, input_bytes: int, output_tokens: int | None = None,
                               bytes_per_token: int = 4) -> dict | None:
-    """What a batch not yet run may cost: its input tokens guessed from the request lines' bytes (about
-    `bytes_per_token` a token; no tokenizer is used), plus `output_tokens` when there is a guess for them."""
-    price = price_for(model)
-    if price is None:
-        return None
+    """What a batch not yet run may cost at today's price: its input tokens guessed from the request lines'
+    bytes (about `bytes_per_token` a token; no tokenizer is used), plus `output_tokens` when there is a guess."""
     tokens = -(-max(input_bytes, 0) // bytes_per_token)
-    cost = _priced(price, uncached=tokens, cached=0, output=max(output_tokens or 0, 0))
-    return {**cost, "input_tokens": tokens, "output_tokens": output_tokens, "basis": "bytes"}
-
-
-def _priced(price: dict, *, uncached: int, cached: int, output: int) -> dict:
-    full = (uncached * price.get("input", 0) + cached * price.get("cached_input", price.get("input", 0))
-            + output * price.get("output", 0)) / 1_000_000
-    return {"usd": round(full * settings.BATCH_PRICE_DISCOUNT, 4), "discount": settings.BATCH_PRICE_DISCOUNT}
+    usd = PriceTable.load().cost(model, input_tokens=tokens, cached_tokens=0, output_tokens=output_tokens)
+    if usd is None:
+        return None
+    return {"usd": usd, "discount": settings.BATCH_PRICE_DISCOUNT, "input_tokens": tokens,
+            "output_tokens": output_tokens, "basis": "bytes"}

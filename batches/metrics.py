@@ -1,7 +1,7 @@
 """/metrics: Batchboard's state in Prometheus' text format, computed at each scrape from aggregates.
 
 Syncs run in worker processes, so nothing here is a per-process prometheus_client counter: a custom collector
-reads the database (BatchCount, one GROUP BY over batches, SyncCounter, connections, alert deliveries). Labels are connections,
+reads the database (BatchCount, the daily usage rollup, SyncCounter, connections, alert deliveries). Labels are connections,
 statuses, models and error kinds, never batches, so the number of series stays small however many batches.
 """
 
@@ -14,8 +14,10 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from .insights import token_cost
-from .models import Batch, BatchCount, Connection, SyncCounter
+from usage.models import DailyUsage
+from usage.prices import PriceTable
+
+from .models import BatchCount, Connection, SyncCounter
 
 
 def allowed(authorization: str, ip: str) -> bool:
@@ -67,21 +69,27 @@ def _request_families(slugs: dict):
     tokens = CounterMetricFamily("batchboard_tokens", "Tokens used by the stored batches",
                                  labels=["connection", "model", "kind"])
     cost = GaugeMetricFamily("batchboard_estimated_cost_usd",
-                             "Estimated cost of the stored batches (MODEL_PRICES, batch discount applied)",
+                             "Estimated cost of the stored batches (priced by the day, batch discount applied)",
                              labels=["connection", "model"])
-    rows = (Batch.objects.order_by().values("connection_id", "model")
-            .annotate(completed=Sum("completed_requests"), failed=Sum("failed_requests"),
-                      input=Sum("input_tokens"), cached=Sum("cached_tokens"), output=Sum("output_tokens"))
-            .values_list("connection_id", "model", "completed", "failed", "input", "cached", "output"))
-    for connection_id, model, completed, failed, input_tokens, cached, output in rows:
-        labels = [slugs.get(connection_id, ""), model]
-        requests.add_metric([*labels, "completed"], max(completed or 0, 0))
-        requests.add_metric([*labels, "failed"], max(failed or 0, 0))
-        for kind, value in (("input", input_tokens), ("cached", cached), ("output", output)):
-            tokens.add_metric([*labels, kind], max(value or 0, 0))
-        priced = token_cost(model, input_tokens=input_tokens, cached_tokens=cached, output_tokens=output)
+    totals, costs, prices = {}, {}, PriceTable.load()
+    for connection_id, model, day, completed, failed, input_tokens, cached, output in (
+            DailyUsage.objects.filter(meta_key="").order_by().values_list("connection_id", "model", "day")
+            .annotate(Sum("completed"), Sum("failed"), Sum("input_tokens"), Sum("cached_tokens"),
+                      Sum("output_tokens"))):
+        labels = (slugs.get(connection_id, ""), model)
+        total = totals.setdefault(labels, [0, 0, 0, 0, 0])
+        for index, value in enumerate((completed, failed, input_tokens, cached, output)):
+            total[index] += value
+        priced = prices.cost(model, day, input_tokens=input_tokens, cached_tokens=cached, output_tokens=output)
         if priced is not None:
-            cost.add_metric(labels, priced["usd"])
+            costs[labels] = costs.get(labels, 0.0) + priced
+    for labels, (completed, failed, input_tokens, cached, output) in totals.items():
+        requests.add_metric([*labels, "completed"], completed)
+        requests.add_metric([*labels, "failed"], failed)
+        for kind, value in (("input", input_tokens), ("cached", cached), ("output", output)):
+            tokens.add_metric([*labels, kind], value)
+        if labels in costs:
+            cost.add_metric(list(labels), round(costs[labels], 4))
     yield requests
     yield tokens
     yield cost

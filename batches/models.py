@@ -420,11 +420,6 @@ class Batch(models.Model):
             return None
         return self.expires_at - (now or timezone.now())
 
-    def is_stuck(self, now=None) -> bool:
-        limit = settings.STUCK_AFTER_SECONDS.get(self.status)
-        spent = self.time_in_status(now)
-        return limit is not None and spent is not None and spent.total_seconds() > limit
-
     def file_id(self, kind: str) -> str:
         return {"input": self.input_file_id, "output": self.output_file_id, "error": self.error_file_id}[kind]
 

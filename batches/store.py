@@ -12,6 +12,7 @@ from django.db.models import BooleanField, Case, Count, F, Value, When
 from django.utils import timezone
 
 from notifications.events import batches_added, status_changed
+from usage import rollup
 
 from .archive import plan_copies
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
@@ -56,6 +57,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                     )
                     _write_history(batch, observed_at)
                     _count_changes({_bucket(batch): 1})
+                    rollup.apply((None, rollup.values_of(batch)))
                     link_submission(batch)
                     plan_copies(batch, was=None, now=observed_at)
                     status_changed(batch, was=None)
@@ -81,11 +83,12 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             if not updated:
                 continue  # somebody changed it between our read and write: read again
             before = _bucket(batch)  # the row had this version, so these values
-            was = batch.status
+            was, usage_before = batch.status, rollup.values_of(batch)
             batch.refresh_from_db()
             _write_history(batch, observed_at)
             if _bucket(batch) != before:
                 _count_changes({_bucket(batch): 1, before: -1})
+            rollup.apply((usage_before, rollup.values_of(batch)))
             plan_copies(batch, was=was, now=observed_at)
             status_changed(batch, was=was)
             bump_data_version(connection)
@@ -119,6 +122,7 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
             BatchTransition.objects.bulk_create(
                 [t for batch in rows for t in _transitions(batch, observed_at)], ignore_conflicts=True)
             _count_changes(Counter(_bucket(batch) for batch in rows))
+            rollup.apply(*((None, rollup.values_of(batch)) for batch in rows))
             for batch in rows:
                 link_submission(batch)
                 plan_copies(batch, was=None, now=observed_at)
@@ -168,7 +172,9 @@ def delete_batches(batches) -> int:
         rows = list(batches.select_for_update().annotate(failed_all=_FAILED_ALL)
                     .values_list("pk", "connection_id", "status", "failed_all"))
         for start in range(0, len(rows), 500):
-            Batch.objects.filter(pk__in=[row[0] for row in rows[start:start + 500]]).delete()
+            pks = [row[0] for row in rows[start:start + 500]]
+            rollup.apply(*((value, None) for value in Batch.objects.filter(pk__in=pks).values(*rollup.FIELDS)))
+            Batch.objects.filter(pk__in=pks).delete()
         _count_changes({key: -n for key, n in Counter(row[1:] for row in rows).items()})
         for connection_id in {row[1] for row in rows}:
             bump_data_version(Connection(pk=connection_id))

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from accounts.throttle import client_ip
+from usage import baselines
 
 from . import (actions, archive, explorer, files, health, insights, metrics as prometheus, retries, selectors, uploads,
                webhooks)
@@ -227,6 +228,7 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
     connection = batch.connection
     chart_rows = insights.sampled_snapshots(batch)
     throughput = insights.throughput(batch, chart_rows, now)
+    history = {} if batch.is_terminal else baselines.for_batch(batch, today=now.date())
     return {
         "batch": batch,
         "can": can,
@@ -236,6 +238,8 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
         "chart": insights.progress_chart(chart_rows),
         "phases": insights.phases(batch, now),
         "throughput": throughput,
+        "eta": baselines.eta(batch, history, now),
+        "stuck": baselines.stuck_limit(batch, history) if baselines.is_stuck(batch, history, now) else None,
         "took": insights.took(batch),
         "cost": insights.estimated_cost(batch),
         "request_errors": files.read_request_errors(batch),

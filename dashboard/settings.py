@@ -133,6 +133,7 @@ INSTALLED_APPS = [
     "batches",
     "teams",
     "notifications",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -423,26 +424,29 @@ STUCK_AFTER_SECONDS = {
     "finalizing": env_number("STUCK_FINALIZING_SECONDS", 3600),
     "cancelling": env_number("STUCK_CANCELLING_SECONDS", 1200),
 }
-# USD per million tokens; the batch discount applies on top. Override with MODEL_PRICES_JSON.
+# Spend and usage (usage/). Prices live in the database (the /usage/prices/ page); MODEL_PRICES_JSON, USD per
+# million tokens by model, seeds that table on its first migration only (else usage/prices.py's starter table).
+# The batch discount applies on top of every price.
 BATCH_PRICE_DISCOUNT = env_number("BATCH_PRICE_DISCOUNT", 0.5, cast=float)
-MODEL_PRICES = {
-    "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
-    "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
-    "gpt-4.1": {"input": 2.00, "cached_input": 0.50, "output": 8.00},
-    "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
-    "gpt-5": {"input": 1.25, "cached_input": 0.125, "output": 10.00},
-    "gpt-5-mini": {"input": 0.25, "cached_input": 0.025, "output": 2.00},
-    "o3-mini": {"input": 1.10, "cached_input": 0.55, "output": 4.40},
-    "text-embedding-3-small": {"input": 0.02, "cached_input": 0.02, "output": 0.0},
-    "text-embedding-3-large": {"input": 0.13, "cached_input": 0.13, "output": 0.0},
-}
+MODEL_PRICES = None
 if os.environ.get("MODEL_PRICES_JSON"):
     try:
         MODEL_PRICES = json.loads(os.environ["MODEL_PRICES_JSON"])
     except ValueError as exc:
         raise ImproperlyConfigured(f"MODEL_PRICES_JSON is not valid JSON: {exc}") from None
-    if not isinstance(MODEL_PRICES, dict):
-        raise ImproperlyConfigured("MODEL_PRICES_JSON must be a JSON object of model -> prices")
+    if not isinstance(MODEL_PRICES, dict) or not all(
+            isinstance(p, dict) and all(isinstance(p.get(k, 0), int | float) and p.get(k, 0) >= 0
+                                        for k in ("input", "cached_input", "output")) for p in MODEL_PRICES.values()):
+        raise ImproperlyConfigured('MODEL_PRICES_JSON must be a JSON object of model -> {"input": …, '
+                                   '"cached_input": …, "output": …}, USD per million tokens, none negative')
+# Metadata keys the usage rollup counts by (a chart can stack by them, a budget can be for one of their values);
+# after changing them, run `manage.py rebuild_usage`.
+USAGE_METADATA_KEYS = [key[:64] for key in env_list("USAGE_METADATA_KEYS", "team,project")][:10]
+# Timing baselines (ETA, stuck): a connection's history for a model and endpoint over this many days, used once
+# it holds this many batches; a baseline never calls a batch stuck sooner than the floor.
+USAGE_BASELINE_DAYS = env_number("USAGE_BASELINE_DAYS", 30, minimum=1)
+USAGE_BASELINE_MIN_BATCHES = env_number("USAGE_BASELINE_MIN_BATCHES", 20, minimum=1)
+STUCK_BASELINE_FLOOR_SECONDS = env_number("STUCK_BASELINE_FLOOR_SECONDS", 600, minimum=0)
 
 # Alerts (notifications/): events derived from what the sync stores, sent to channels. Links in messages start
 # with BATCHBOARD_BASE_URL; email goes through Django's EMAIL_* settings.
@@ -480,6 +484,11 @@ CELERY_BEAT_SCHEDULE["send-alerts"] = {"task": "notifications.tasks.send_alerts"
 CELERY_BEAT_SCHEDULE["derive-alert-events"] = {"task": "notifications.tasks.derive_events",
                                                "schedule": ALERT_DERIVE_SECONDS,
                                                "options": {"expires": ALERT_DERIVE_SECONDS}}
+# Budgets are checked this often; a crossing raises its alert event at the next check.
+BUDGET_CHECK_SECONDS = env_number("BUDGET_CHECK_SECONDS", 300.0, minimum=1, cast=float)
+CELERY_TASK_ROUTES["usage.tasks.check_budgets"] = {"queue": "notifications"}
+CELERY_BEAT_SCHEDULE["check-budgets"] = {"task": "usage.tasks.check_budgets", "schedule": BUDGET_CHECK_SECONDS,
+                                         "options": {"expires": BUDGET_CHECK_SECONDS}}
 
 # Log-in throttling (accounts/throttle.py), counted in the database before each password check.
 LOGIN_FAILURE_LIMIT = env_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)  # per username at one address

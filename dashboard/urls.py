@@ -7,6 +7,7 @@ urlpatterns = [
     path("", include("batches.urls")),
     path("", include("teams.urls")),
     path("", include("notifications.urls")),
+    path("", include("usage.urls")),
 ]
 
 handler403 = "accounts.views.permission_denied"

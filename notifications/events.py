@@ -25,12 +25,12 @@ def status_changed(batch: Batch, *, was: str | None) -> None:
     store's transaction, so the event is committed with the transition or not at all."""
     if was == batch.status or batch.status not in KNOWN_STATUSES:
         return
-    _safely(lambda: _create(_transition_events(batch)) if _imported(batch.connection_id) else None)
+    _safely(lambda: create_events(_transition_events(batch)) if _imported(batch.connection_id) else None)
 
 
 def batches_added(connection: Connection, batches: list[Batch]) -> None:
     """batches/store.py inserted new batches in bulk (an import's page, or several new ones at the head)."""
-    _safely(lambda: _create([event for batch in batches if batch.status in KNOWN_STATUSES
+    _safely(lambda: create_events([event for batch in batches if batch.status in KNOWN_STATUSES
                              for event in _transition_events(batch)]) if _imported(connection.pk) else None)
 
 
@@ -56,7 +56,7 @@ def _transition_events(batch: Batch) -> list[Event]:
     return events
 
 
-def _create(events: list[Event]) -> int:
+def create_events(events: list[Event]) -> int:
     """Store the events not stored before (by dedupe key). Returns how many were new."""
     if not events:
         return 0
@@ -118,13 +118,7 @@ def derive_events(*, now: datetime | None = None) -> int:
     imported = list(Connection.objects.filter(imported_at__isnull=False, enabled=True))
     ids = [c.pk for c in imported]
     events = []
-    for status, seconds in settings.STUCK_AFTER_SECONDS.items():
-        field = STATUS_TIMESTAMP[status]
-        stuck = (Batch.objects.filter(connection_id__in=ids, status=status,
-                                      **{f"{field}__lt": now - timedelta(seconds=seconds)})
-                 .select_related("connection")[:500])
-        events += [_batch_event(b, "batch.stuck", f"batch:{b.pk}:stuck:{status}",
-                                reason=f"in {status} for {_duration(b.time_in_status(now))}") for b in stuck]
+    events += _stuck_events(ids, now)
     expiring = (Batch.objects.filter(
         connection_id__in=ids, status__in=("validating", "in_progress"), expires_at__gt=now,
         expires_at__lte=now + timedelta(hours=settings.ALERT_EXPIRING_HOURS),
@@ -134,7 +128,31 @@ def derive_events(*, now: datetime | None = None) -> int:
                for b in expiring]
     for connection in imported:
         events += _connection_health_events(connection, now)
-    return _create(events)
+    return create_events(events)
+
+
+def _stuck_events(connection_ids: list[int], now: datetime) -> list[Event]:
+    """Batches in validating, finalizing or cancelling for longer than their connection's p95 for that status,
+    model and endpoint (usage/baselines.py), or than STUCK_*_SECONDS without enough history."""
+    from usage import baselines
+
+    events, known = [], {}
+    for status, seconds in settings.STUCK_AFTER_SECONDS.items():
+        shortest = min(seconds, settings.STUCK_BASELINE_FLOOR_SECONDS)
+        candidates = (Batch.objects.filter(connection_id__in=connection_ids, status=status, **{
+            f"{STATUS_TIMESTAMP[status]}__lt": now - timedelta(seconds=shortest)}).select_related("connection")[:500])
+        for batch in candidates:
+            group = (batch.connection_id, batch.model, batch.endpoint)
+            if group not in known:
+                known[group] = baselines.for_batch(batch, today=now.date())
+            limit = baselines.stuck_limit(batch, known[group])
+            if not baselines.is_stuck(batch, known[group], now):
+                continue
+            usual = (f", longer than the p95 of {limit['n']} earlier batches of this model "
+                     f"({_duration(timedelta(seconds=limit['seconds']))})" if limit["n"] else "")
+            events.append(_batch_event(batch, "batch.stuck", f"batch:{batch.pk}:stuck:{status}",
+                                       reason=f"in {status} for {_duration(batch.time_in_status(now))}{usual}"))
+    return events
 
 
 def _connection_health_events(connection: Connection, now: datetime) -> list[Event]:

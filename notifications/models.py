@@ -14,14 +14,15 @@ from batches.models import KNOWN_STATUSES, TERMINAL_STATUSES, Batch, Connection,
 # Event kinds: one per status a batch enters, then the derived ones.
 TRANSITION_KINDS = [f"batch.{status}" for status in KNOWN_STATUSES]
 DERIVED_KINDS = ["batch.high_failure_rate", "batch.stuck", "batch.expiring_soon", "connection.failing",
-                 "connection.recovered"]
+                 "connection.recovered", "budget.nearly_spent", "budget.spent"]
 EVENT_KINDS = TRANSITION_KINDS + DERIVED_KINDS
 TEST_KIND = "channel.test"
 # Never dropped by a channel's minimum interval: how a batch ended is the message people wait for.
 ALWAYS_SENT = {f"batch.{status}" for status in TERMINAL_STATUSES} | {"batch.high_failure_rate", TEST_KIND}
 # A new channel's events: what needs someone's attention.
 DEFAULT_KINDS = ["batch.failed", "batch.expired", "batch.high_failure_rate", "batch.stuck", "batch.expiring_soon",
-                 "connection.failing", "connection.recovered"]
+                 "connection.failing", "connection.recovered", "budget.nearly_spent",
+                 "budget.spent"]
 
 
 class Event(models.Model):

@@ -16,7 +16,7 @@ TITLES = {
     "batch.cancelling": "cancelling", "batch.cancelled": "cancelled",
     "batch.high_failure_rate": "completed with many failed requests", "batch.stuck": "looks stuck",
     "batch.expiring_soon": "expires soon", "connection.failing": "is failing", "connection.recovered": "recovered",
-    "channel.test": "test message",
+    "budget.nearly_spent": "is 80% spent", "budget.spent": "is spent", "channel.test": "test message",
 }
 
 
@@ -32,6 +32,8 @@ def title(kind: str, data: dict) -> str:
         return f"Batch {data.get('name') or data.get('batch_id')} {what}"
     if kind.startswith("connection."):
         return f"Connection {data.get('connection_name')} {what}"
+    if kind.startswith("budget."):
+        return f"Budget {data.get('budget')} ({data.get('scope')}) {what}"
     return f"Batchboard {what}"
 
 

@@ -108,8 +108,10 @@ def test_an_unknown_status_is_neither_active_nor_terminal(conn):
     assert batch.outcome == "unknown" and batch.time_in_status(timezone.now()) is None
 
 
-def test_stuck_hint_uses_the_status_limit(conn, settings):
+def test_stuck_hint_uses_the_status_limit_without_history(conn, settings):
     settings.STUCK_AFTER_SECONDS = {"finalizing": 60}
     batch = _batch(conn, payloads.batch(status="finalizing", finalizing_at=payloads.CREATED))
-    assert batch.is_stuck(batch.finalizing_at + timedelta(seconds=61))
-    assert not batch.is_stuck(batch.finalizing_at + timedelta(seconds=59))
+    from usage.baselines import is_stuck
+
+    assert is_stuck(batch, {}, batch.finalizing_at + timedelta(seconds=61))
+    assert not is_stuck(batch, {}, batch.finalizing_at + timedelta(seconds=59))

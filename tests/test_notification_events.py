@@ -77,11 +77,29 @@ def _recovered(connection):
     derive_events()
 
 
+def _budget(share: float):
+    """A team's monthly budget, then a batch of that team costing `share` of it (gpt-4o-mini: $0.075 per million
+    input tokens with the batch discount; the budget is $1)."""
+    def make(connection):
+        from usage.budgets import check_budgets
+        from usage.models import Budget
+
+        Budget.objects.get_or_create(name="growth", defaults={"amount_usd": 1, "meta_key": "team",
+                                                              "meta_value": "growth"})
+        tokens = round(share / 0.075 * 1_000_000)
+        _store(connection, status="completed", created_at=_ts(-timedelta(minutes=9)),
+               completed_at=_ts(-timedelta(minutes=1)), request_counts={"total": 10, "completed": 10, "failed": 0},
+               usage={"input_tokens": tokens, "output_tokens": 0, "total_tokens": tokens})
+        check_budgets()
+    return make
+
+
 MAKERS = {f"batch.{s}": _transition(s) for s in ("in_progress", "finalizing", "completed", "failed", "expired",
                                                  "cancelling", "cancelled")}
 MAKERS.update({"batch.high_failure_rate": _high_failure_rate, "batch.stuck": _stuck,
                "batch.expiring_soon": _expiring_soon, "connection.failing": _failing,
-               "connection.recovered": _recovered})
+               "connection.recovered": _recovered, "budget.nearly_spent": _budget(0.85),
+               "budget.spent": _budget(1.01)})
 
 
 def _deliveries(kind):

@@ -35,6 +35,12 @@ def duration(value: timedelta | None) -> str:
 
 
 @register.filter
+def seconds(value) -> str:
+    """duration() of a number of seconds."""
+    return duration(None if value is None else timedelta(seconds=value))
+
+
+@register.filter
 def tokens(value) -> str:
     return "—" if value is None else intcomma(value)
 

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class UsageConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "usage"
+    verbose_name = "Usage and spend"

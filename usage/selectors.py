@@ -1,0 +1,170 @@
+"""Reads of the usage page: totals and stacked series from the rollup, top batches, timing, budgets.
+
+Everything is scoped to the connections the user sees (batches/selectors.py) and read from DailyUsage and
+DailyDuration, never by scanning batches, except the two top-ten lists (batches created in the period).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db.models import Case, ExpressionWrapper, F, FloatField, Q, Sum, Value, When
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from batches import selectors
+from . import baselines
+from .budgets import consumption
+from .models import Budget, DailyDuration, DailyUsage
+from .prices import PriceTable
+
+MAX_SERIES = 8  # stacks beyond the largest 8 are summed as "other"
+OTHER = "other"
+STACKS = {"connection": "connection_id", "model": "model", "endpoint": "endpoint"}
+CHARTS = {"cost": "Estimated cost (USD)", "tokens": "Tokens (input + output)", "requests": "Requests (succeeded + failed)"}
+_SUMS = ("batches", "requests", "completed", "failed", "input_tokens", "cached_tokens", "output_tokens",
+         "reasoning_tokens")
+
+
+@dataclass(frozen=True)
+class Period:
+    start: date
+    end: date  # inclusive
+    group: str  # "day" or "week"
+
+    def buckets(self) -> list[date]:
+        first = self.bucket(self.start)
+        step = timedelta(days=7 if self.group == "week" else 1)
+        return [first + step * i for i in range((self.bucket(self.end) - first) // step + 1)]
+
+    def bucket(self, day: date) -> date:
+        return day - timedelta(days=day.weekday()) if self.group == "week" else day
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _scoped(queryset, connection_ids):
+    return queryset if connection_ids is None else queryset.filter(connection_id__in=connection_ids)
+
+
+def _label(stack: str, value, names: dict) -> str:
+    if stack == "connection":
+        return names.get(value, f"connection {value}")
+    if stack == "model":
+        return value or "(no model)"
+    if stack == "endpoint":
+        return value or "(no endpoint)"
+    return value or "(none)"
+
+
+def report(*, user, period: Period, stack: str, prices: PriceTable) -> dict:
+    """Totals, one stacked series per chart (cost, tokens, requests) and their tables, and the unpriced models."""
+    connection_ids = selectors.visible_connection_ids(user)
+    names = dict(selectors.visible_connections(user).values_list("pk", "name"))
+    meta_key = stack.removeprefix("meta:") if stack.startswith("meta:") else ""
+    field = "meta_value" if meta_key else STACKS[stack]
+    rows = (_scoped(DailyUsage.objects.filter(day__gte=period.start, day__lte=period.end, meta_key=meta_key),
+                    connection_ids)
+            .order_by().values_list("day", field, "model").annotate(*(Sum(name) for name in _SUMS)))
+    totals = dict.fromkeys(_SUMS, 0) | {"cost": 0.0}
+    cells = defaultdict(lambda: {"cost": 0.0, "tokens": 0, "requests": 0})
+    unpriced = defaultdict(int)
+    for day, value, model, *sums in rows:
+        measures = dict(zip(_SUMS, sums))
+        for name in _SUMS:
+            totals[name] += measures[name]
+        cost = prices.cost(model, day, input_tokens=measures["input_tokens"], cached_tokens=measures["cached_tokens"],
+                           output_tokens=measures["output_tokens"])
+        if cost is None and (measures["input_tokens"] or measures["output_tokens"]):
+            unpriced[model] += measures["batches"]
+        cell = cells[(period.bucket(day), _label(stack, value, names))]
+        cell["cost"] += cost or 0.0
+        cell["tokens"] += measures["input_tokens"] + measures["output_tokens"]
+        cell["requests"] += measures["completed"] + measures["failed"]
+        totals["cost"] += cost or 0.0
+    buckets = period.buckets()
+    return {"totals": totals, "charts": {kind: _series(cells, buckets, kind) for kind in CHARTS},
+            "unpriced": sorted(unpriced.items()), "buckets": buckets}
+
+
+def _series(cells: dict, buckets: list[date], kind: str) -> dict:
+    """The chart's stacks (largest first, beyond MAX_SERIES summed as "other") and its table rows."""
+    by_label = defaultdict(float)
+    for (_, label), cell in cells.items():
+        by_label[label] += cell[kind]
+    ordered = [label for label, total in sorted(by_label.items(), key=lambda item: (-item[1], item[0])) if total]
+    shown = ordered if len(ordered) <= MAX_SERIES else ordered[:MAX_SERIES - 1] + [OTHER]
+    kept = set(shown)
+    table = []
+    for bucket in buckets:
+        values = dict.fromkeys(shown, 0)
+        for label in ordered:
+            amount = cells.get((bucket, label), {}).get(kind, 0)
+            values[label if label in kept else OTHER] += amount
+        table.append({"bucket": bucket, "values": [values[label] for label in shown], "total": sum(values.values())})
+    return {"labels": shown, "rows": table, "total": sum(row["total"] for row in table)}
+
+
+def _cost_expression(models: list[str], period: Period, prices: PriceTable):
+    """The estimated cost of one batch in SQL: a CASE over the priced models (and price periods) of the page."""
+    uncached = Greatest(Coalesce(F("input_tokens"), 0) - Coalesce(F("cached_tokens"), 0), 0)
+    cached = Greatest(Coalesce(F("cached_tokens"), 0), 0)
+    output = Greatest(Coalesce(F("output_tokens"), 0), 0)
+    whens, discount = [], settings.BATCH_PRICE_DISCOUNT / 1_000_000
+    for model in models:
+        day = period.start
+        while day <= period.end:
+            price = prices.price(model, day)
+            until = day + timedelta(days=1)
+            while until <= period.end and prices.price(model, until) is price:
+                until += timedelta(days=1)
+            if price is not None:
+                whens.append(When(Q(model=model, created_at__gte=_start_of(day), created_at__lt=_start_of(until)),
+                                  then=(uncached * Value(float(price.input) * discount)
+                                        + cached * Value(float(price.cached_input) * discount)
+                                        + output * Value(float(price.output) * discount))))
+            day = until
+    return Case(*whens, default=Value(None), output_field=FloatField()) if whens else None
+
+
+def top_batches(*, user, period: Period, prices: PriceTable, limit: int = 10) -> dict:
+    """The period's most expensive batches and those with the most failed requests."""
+    connection_ids = selectors.visible_connection_ids(user)
+    batches = selectors.visible_batches(user).filter(
+        created_at__gte=_start_of(period.start), created_at__lt=_start_of(period.end + timedelta(days=1)))
+    models = list(_scoped(DailyUsage.objects.filter(day__gte=period.start, day__lte=period.end, meta_key="")
+                          .filter(Q(input_tokens__gt=0) | Q(output_tokens__gt=0)), connection_ids)
+                  .order_by().values_list("model", flat=True).distinct())
+    expression = _cost_expression(models, period, prices)
+    costly = []
+    if expression is not None:
+        costly = list(batches.filter(model__in=models).annotate(cost=ExpressionWrapper(expression, FloatField()))
+                      .filter(cost__gt=0).select_related("connection").order_by("-cost", "-id")[:limit])
+    failing = list(batches.filter(failed_requests__gt=0).select_related("connection")
+                   .order_by("-failed_requests", "-id")[:limit])
+    return {"costly": costly, "failing": failing}
+
+
+def timing(*, user, period: Period) -> list[dict]:
+    connection_ids = selectors.visible_connection_ids(user)
+    return baselines.timing_table(_scoped(DailyDuration.objects.all(), connection_ids),
+                                  start=period.start, end=period.end)
+
+
+def visible_budgets(user) -> list[Budget]:
+    """A connection's budgets to whoever sees the connection; a budget over every connection only to whoever
+    sees them all (its spend would tell them about the others)."""
+    connection_ids = selectors.visible_connection_ids(user)
+    budgets = Budget.objects.select_related("connection")
+    if connection_ids is not None:
+        budgets = budgets.filter(connection_id__in=connection_ids)
+    return list(budgets)
+
+
+def budget_states(user, *, prices: PriceTable, now: datetime | None = None) -> list[dict]:
+    now = now or timezone.now()
+    return [{"budget": budget, **consumption(budget, prices=prices, now=now)} for budget in visible_budgets(user)]
+

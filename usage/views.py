@@ -1,0 +1,190 @@
+"""The usage page (every role, scoped to the connections each user sees), its CSV tables, and the price and
+budget pages (Admins: `usage.change_modelprice`, `usage.change_budget`)."""
+
+import csv
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from batches import audit, selectors as batch_selectors
+
+from . import charts, selectors
+from .forms import BudgetForm, PriceForm, UsageFilterForm
+from .models import PHASE_LABELS, Budget, ModelPrice
+from .prices import PriceTable
+
+
+def _filters(request) -> tuple[UsageFilterForm, selectors.Period, str]:
+    form = UsageFilterForm(request.GET or None)
+    return form, form.period_value(), form.stack_value()
+
+
+@login_required
+@require_GET
+def usage_page(request):
+    form, period, stack = _filters(request)
+    prices = PriceTable.load()
+    report = selectors.report(user=request.user, period=period, stack=stack, prices=prices)
+    drawn = [{"kind": kind, "title": title, "series": report["charts"][kind],
+              "chart": charts.stacked_bars(report["charts"][kind], money_values=kind == "cost")}
+             for kind, title in selectors.CHARTS.items()]
+    return render(request, "usage/usage.html", {
+        "form": form, "period": period, "stack": stack, "report": report, "charts": drawn,
+        "top": selectors.top_batches(user=request.user, period=period, prices=prices),
+        "timing": selectors.timing(user=request.user, period=period), "phase_labels": PHASE_LABELS,
+        "budgets": selectors.budget_states(request.user, prices=prices),
+        "query": request.GET.urlencode(), "baseline_days": settings.USAGE_BASELINE_DAYS,
+    })
+
+
+@login_required
+@require_GET
+def usage_export(request, kind: str):
+    """One chart's table as CSV: a row per day or week, a column per stack, and the total."""
+    if kind not in selectors.CHARTS:
+        raise Http404("No such table")
+    _, period, stack = _filters(request)
+    series = selectors.report(user=request.user, period=period, stack=stack, prices=PriceTable.load())["charts"][kind]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = (f'attachment; filename="batchboard-{kind}-{period.start:%Y%m%d}-'
+                                       f'{period.end:%Y%m%d}-by-{period.group}.csv"')
+    writer = csv.writer(response)
+    writer.writerow([period.group, *(_safe_cell(label) for label in series["labels"]), "total"])
+    for row in series["rows"]:
+        writer.writerow([f"{row['bucket']:%Y-%m-%d}", *(_number(kind, v) for v in row["values"]),
+                         _number(kind, row["total"])])
+    return response
+
+
+def _number(kind: str, value) -> str:
+    return f"{value:.4f}" if kind == "cost" else str(int(value))
+
+
+def _safe_cell(text: str) -> str:
+    """A label as a CSV cell that a spreadsheet will not run as a formula (metadata values come from anyone)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# ----- prices -------------------------------------------------------------------------------------------
+def _require(request, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def price_list(request):
+    """Every price row, and a form to add one; Admins only."""
+    _require(request, "usage.change_modelprice")
+    form = PriceForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            price = form.save(commit=False)
+            price.updated_by = request.user
+            price.save()
+            audit.record("price_add", actor=request.user, request=request, target=price.model,
+                         detail=f"from {price.valid_from}: {price.input}/{price.cached_input}/{price.output}")
+            messages.success(request, f"Price for {price.model} from {price.valid_from} added.")
+            return redirect("usage-prices")
+    unknown = selectors.report(user=request.user, period=UsageFilterForm().period_value(), stack="model",
+                               prices=PriceTable.load())["unpriced"]
+    return render(request, "usage/prices.html", {"form": form, "prices": ModelPrice.objects.all(), "unknown": unknown,
+                                                 "discount": settings.BATCH_PRICE_DISCOUNT},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def price_edit(request, pk: int):
+    _require(request, "usage.change_modelprice")
+    price = ModelPrice.objects.filter(pk=pk).first()
+    if price is None:
+        raise Http404("No such price")
+    form = PriceForm(request.POST or None, instance=price)
+    if request.method == "POST" and form.is_valid():
+        price = form.save(commit=False)
+        price.updated_by = request.user
+        price.save()
+        audit.record("price_change", actor=request.user, request=request, target=price.model,
+                     detail=f"from {price.valid_from}: {price.input}/{price.cached_input}/{price.output}")
+        messages.success(request, "Saved.")
+        return redirect("usage-prices")
+    return render(request, "usage/price.html", {"form": form, "price": price}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def price_delete(request, pk: int):
+    _require(request, "usage.delete_modelprice")
+    price = ModelPrice.objects.filter(pk=pk).first()
+    if price is None:
+        raise Http404("No such price")
+    price.delete()
+    audit.record("price_delete", actor=request.user, request=request, target=price.model,
+                 detail=f"from {price.valid_from}")
+    messages.success(request, f"Price for {price.model} from {price.valid_from} removed.")
+    return redirect("usage-prices")
+
+
+# ----- budgets ------------------------------------------------------------------------------------------
+def _budget_form(request, instance=None) -> BudgetForm:
+    visible_ids = batch_selectors.visible_connection_ids(request.user)
+    return BudgetForm(request.POST or None, instance=instance, sees_all=visible_ids is None,
+                      connections=batch_selectors.visible_connections(request.user))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def budget_list(request):
+    """The budgets this Admin sees (selectors.visible_budgets), and a form to add one."""
+    _require(request, "usage.change_budget")
+    form = _budget_form(request)
+    if request.method == "POST" and form.is_valid():
+        budget = form.save(commit=False)
+        budget.created_by = request.user
+        budget.save()
+        audit.record("budget_add", actor=request.user, request=request, target=budget.name,
+                     detail=f"${budget.amount_usd} {budget.period}, {budget.scope_text}", connection=budget.connection)
+        messages.success(request, f"Budget {budget.name} added.")
+        return redirect("usage-budgets")
+    return render(request, "usage/budgets.html", {"form": form, "budgets": selectors.visible_budgets(request.user)},
+                  status=400 if form.errors else 200)
+
+
+def _get_budget_for_user(request, pk: int) -> Budget:
+    found = [budget for budget in selectors.visible_budgets(request.user) if budget.pk == pk]
+    if not found:
+        raise Http404("No such budget")
+    return found[0]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def budget_edit(request, pk: int):
+    _require(request, "usage.change_budget")
+    budget = _get_budget_for_user(request, pk)
+    form = _budget_form(request, instance=budget)
+    if request.method == "POST" and form.is_valid():
+        budget = form.save()
+        audit.record("budget_change", actor=request.user, request=request, target=budget.name,
+                     detail=f"${budget.amount_usd} {budget.period}, {budget.scope_text}", connection=budget.connection)
+        messages.success(request, "Saved.")
+        return redirect("usage-budgets")
+    return render(request, "usage/budget.html", {"form": form, "budget": budget}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def budget_delete(request, pk: int):
+    _require(request, "usage.delete_budget")
+    budget = _get_budget_for_user(request, pk)
+    budget.delete()
+    audit.record("budget_delete", actor=request.user, request=request, target=budget.name,
+                 connection=budget.connection)
+    messages.success(request, f"Budget {budget.name} removed.")
+    return redirect("usage-budgets")
