@@ -3,7 +3,8 @@
     python bench/metrics.py [--batches 100000] [--rounds 20] [--database-url postgres://...]
 
 The batches are bench/pages.py's (three connections, four models, every status, set-based SQL), one snapshot
-each; the status counts are rebuilt and each connection gets sync counters for three outcomes. Server time is
+each; the status counts and the usage rollup are rebuilt and each connection gets sync counters for three
+outcomes. Server time is
 measured in-process around Django's test client (no network), with the SQL query count. Target: p95 < 200 ms
 at 100,000 batches.
 """
@@ -32,10 +33,12 @@ def run(args) -> None:
 
     from batches.models import Connection, SyncCounter
     from batches.store import rebuild_batch_counts
+    from usage.rollup import rebuild
 
     started = time.monotonic()
     generate(SimpleNamespace(batches=args.batches, snapshots=args.batches, detail_snapshots=10))
     rebuild_batch_counts()
+    rebuild()  # the usage rollup, which the sync keeps and the request, token and cost series read
     for connection in Connection.objects.all():
         for kind in ("", "server", "rate_limited"):
             SyncCounter.objects.create(connection=connection, error_kind=kind, cycles=1000, seconds=250.0,
