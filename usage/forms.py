@@ -19,6 +19,8 @@ def stack_choices() -> list[tuple[str, str]]:
 class UsageFilterForm(forms.Form):
     """The usage page's query string; anything it does not know falls back to the last 30 days by model."""
 
+    DEFAULTS = {"period": "30", "group": "day", "stack": "model"}
+
     period = forms.ChoiceField(choices=PERIODS, required=False)
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -43,7 +45,7 @@ class UsageFilterForm(forms.Form):
 
     def period_value(self) -> Period:
         """The period asked for, or the last 30 days when the form is not valid."""
-        data = self.cleaned_data if self.is_valid() else {}
+        data = self.cleaned_data if self.is_valid() else self.DEFAULTS
         today = timezone.now().date()
         group = data.get("group") or "day"
         if data.get("period") == "custom":
@@ -52,7 +54,7 @@ class UsageFilterForm(forms.Form):
         return Period(today - timedelta(days=days - 1), today, group)
 
     def stack_value(self) -> str:
-        return (self.cleaned_data.get("stack") if self.is_valid() else "") or "model"
+        return (self.cleaned_data.get("stack") if self.is_valid() else "") or self.DEFAULTS["stack"]
 
 
 class PriceForm(forms.ModelForm):

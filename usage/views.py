@@ -20,7 +20,8 @@ from .prices import PriceTable
 
 
 def _filters(request) -> tuple[UsageFilterForm, selectors.Period, str]:
-    form = UsageFilterForm(request.GET or None)
+    """The query string over the defaults (the last 30 days, by day, stacked by model)."""
+    form = UsageFilterForm({**UsageFilterForm.DEFAULTS, **request.GET.dict()})
     return form, form.period_value(), form.stack_value()
 
 
