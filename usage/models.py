@@ -40,6 +40,10 @@ class ModelPrice(models.Model):
     def __str__(self) -> str:
         return f"{self.model} from {self.valid_from}"
 
+    def described(self) -> tuple[str, str]:
+        """Its audit trail's target and detail."""
+        return self.model, f"from {self.valid_from}: {self.input}/{self.cached_input}/{self.output} per 1M"
+
 
 class DailyUsage(models.Model):
     """The usage of the batches created on one day (UTC), per connection, model and endpoint. Rows with an
@@ -113,6 +117,10 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def described(self) -> tuple[str, str]:
+        """Its audit trail's target and detail."""
+        return self.name, f"${self.amount_usd} a {self.period}, {self.scope_text}"
 
     @property
     def scope_text(self) -> str:

@@ -71,10 +71,26 @@ def _safe_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-# ----- prices -------------------------------------------------------------------------------------------
+# ----- prices and budgets (Admins) ----------------------------------------------------------------------
 def _require(request, permission: str) -> None:
     if not request.user.has_perm(permission):
         raise PermissionDenied
+
+
+def _save(request, form, action: str, *, stamp: str = ""):
+    """Save a valid price or budget form (`stamp`: the field that records who), and audit it."""
+    thing = form.save(commit=False)
+    if stamp:
+        setattr(thing, stamp, request.user)
+    thing.save()
+    _audit(request, action, thing)
+    return thing
+
+
+def _audit(request, action: str, thing) -> None:
+    target, detail = thing.described()
+    audit.record(action, actor=request.user, request=request, target=target, detail=detail,
+                 connection=getattr(thing, "connection", None))
 
 
 @login_required
@@ -83,15 +99,10 @@ def price_list(request):
     """Every price row, and a form to add one; Admins only."""
     _require(request, "usage.change_modelprice")
     form = PriceForm(request.POST or None)
-    if request.method == "POST":
-        if form.is_valid():
-            price = form.save(commit=False)
-            price.updated_by = request.user
-            price.save()
-            audit.record("price_add", actor=request.user, request=request, target=price.model,
-                         detail=f"from {price.valid_from}: {price.input}/{price.cached_input}/{price.output}")
-            messages.success(request, f"Price for {price.model} from {price.valid_from} added.")
-            return redirect("usage-prices")
+    if request.method == "POST" and form.is_valid():
+        price = _save(request, form, "price_add", stamp="updated_by")
+        messages.success(request, f"Price for {price.model} from {price.valid_from} added.")
+        return redirect("usage-prices")
     unknown = selectors.report(user=request.user, period=UsageFilterForm().period_value(), stack="model",
                                prices=PriceTable.load())["unpriced"]
     return render(request, "usage/prices.html", {"form": form, "prices": ModelPrice.objects.all(), "unknown": unknown,
@@ -108,11 +119,7 @@ def price_edit(request, pk: int):
         raise Http404("No such price")
     form = PriceForm(request.POST or None, instance=price)
     if request.method == "POST" and form.is_valid():
-        price = form.save(commit=False)
-        price.updated_by = request.user
-        price.save()
-        audit.record("price_change", actor=request.user, request=request, target=price.model,
-                     detail=f"from {price.valid_from}: {price.input}/{price.cached_input}/{price.output}")
+        _save(request, form, "price_change", stamp="updated_by")
         messages.success(request, "Saved.")
         return redirect("usage-prices")
     return render(request, "usage/price.html", {"form": form, "price": price}, status=400 if form.errors else 200)
@@ -126,8 +133,7 @@ def price_delete(request, pk: int):
     if price is None:
         raise Http404("No such price")
     price.delete()
-    audit.record("price_delete", actor=request.user, request=request, target=price.model,
-                 detail=f"from {price.valid_from}")
+    _audit(request, "price_delete", price)
     messages.success(request, f"Price for {price.model} from {price.valid_from} removed.")
     return redirect("usage-prices")
 
@@ -146,11 +152,7 @@ def budget_list(request):
     _require(request, "usage.change_budget")
     form = _budget_form(request)
     if request.method == "POST" and form.is_valid():
-        budget = form.save(commit=False)
-        budget.created_by = request.user
-        budget.save()
-        audit.record("budget_add", actor=request.user, request=request, target=budget.name,
-                     detail=f"${budget.amount_usd} {budget.period}, {budget.scope_text}", connection=budget.connection)
+        budget = _save(request, form, "budget_add", stamp="created_by")
         messages.success(request, f"Budget {budget.name} added.")
         return redirect("usage-budgets")
     return render(request, "usage/budgets.html", {"form": form, "budgets": selectors.visible_budgets(request.user)},
@@ -171,9 +173,7 @@ def budget_edit(request, pk: int):
     budget = _get_budget_for_user(request, pk)
     form = _budget_form(request, instance=budget)
     if request.method == "POST" and form.is_valid():
-        budget = form.save()
-        audit.record("budget_change", actor=request.user, request=request, target=budget.name,
-                     detail=f"${budget.amount_usd} {budget.period}, {budget.scope_text}", connection=budget.connection)
+        _save(request, form, "budget_change")
         messages.success(request, "Saved.")
         return redirect("usage-budgets")
     return render(request, "usage/budget.html", {"form": form, "budget": budget}, status=400 if form.errors else 200)
@@ -185,7 +185,6 @@ def budget_delete(request, pk: int):
     _require(request, "usage.delete_budget")
     budget = _get_budget_for_user(request, pk)
     budget.delete()
-    audit.record("budget_delete", actor=request.user, request=request, target=budget.name,
-                 connection=budget.connection)
+    _audit(request, "budget_delete", budget)
     messages.success(request, f"Budget {budget.name} removed.")
     return redirect("usage-budgets")
