@@ -82,7 +82,8 @@ def _new_user(claims: dict, email: str, *, request=None):
         raise Refused(
             f"An account for {email} already exists here. An administrator must link it to your identity provider "
             "account (manage.py link_oidc) before you can log in with it.",
-            f"{email} matches an existing local account; not linked")
+            # What `manage.py link_oidc` needs, should the administrator decide it is the same person.
+            f"{email} matches an existing local account; not linked (sub {claims['sub']} at {claims['iss']})")
     try:
         with transaction.atomic():
             user = User.objects.create_user(username, email=email, first_name=str(claims.get("given_name", ""))[:150],

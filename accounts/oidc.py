@@ -250,7 +250,8 @@ class CallbackView(oidc_views.OIDCAuthenticationCallbackView):
         if not reason and request.GET.get("error"):
             code = request.GET["error"] if request.GET["error"].replace("_", "").isalpha() else "error"
             reason = f"{settings.OIDC_PROVIDER_NAME} did not log you in ({code[:40]})."
-        if request.user.is_authenticated:
+        # Only after a real answer: a bare link to this URL must not log anyone out.
+        if request.user.is_authenticated and (reason or "error" in request.GET):
             logout(request)
         messages.error(request, reason or "Single sign-on did not complete. Please try again.")
         return redirect("login")
