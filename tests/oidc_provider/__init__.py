@@ -13,10 +13,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
-from .serve import CLIENT_ID, CLIENT_SECRET
-
 ROOT = Path(__file__).resolve().parent.parent.parent
 PASSWORD = "provider-pw-for-tests-only"
+CLIENT_ID, CLIENT_SECRET = "batchboard", "batchboard-test-client-secret"  # Batchboard's client there (serve.py)
 
 
 class _Forms(HTMLParser):

@@ -9,7 +9,8 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.oidc_provider.settings")
 
-CLIENT_ID, CLIENT_SECRET = "batchboard", "batchboard-test-client-secret"
+from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET  # noqa: E402
+
 REDIRECT_URIS = "http://testserver/oidc/callback/ http://127.0.0.1/oidc/callback/"
 
 

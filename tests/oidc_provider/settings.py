@@ -50,4 +50,6 @@ OAUTH2_PROVIDER = {
     # Consent is asked once; later log-ins and silent refreshes (prompt=none) reuse it while a token lives.
     "REQUEST_APPROVAL_PROMPT": "auto",
 }
-LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+LOGGING = {"version": 1, "disable_existing_loggers": False,
+           "handlers": {"console": {"class": "logging.StreamHandler"}},
+           "root": {"handlers": ["console"], "level": "WARNING"}}

@@ -54,3 +54,11 @@ class KnobbedValidator(OAuth2Validator):
         if current.get("issuer"):
             claims["iss"] = current["issuer"]
         return claims, expiration
+
+    # prompt=none (our session refresh). django-oauth-toolkit leaves these to the project: its authorize view has
+    # already answered login_required to anyone not logged in here, and consent, once given, is remembered.
+    def validate_silent_login(self, request):
+        return True
+
+    def validate_silent_authorization(self, request):
+        return True
