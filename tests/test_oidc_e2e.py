@@ -22,7 +22,8 @@ def test_a_person_logs_in_with_the_provider_and_gets_the_mapped_role_and_team(
     TeamGrant.objects.create(team=blue, connection=other_connection, role="viewer")
     store_batch(connection, payloads.batch(id="batch_red_1", metadata={"description": "red team job"}))
     store_batch(other_connection, payloads.batch(id="batch_blue_1", metadata={"description": "blue team job"}))
-    oidc.add_user("alice", email="alice@example.com", groups=["batch-operators"], name="Alice")
+    # A name no other test signs in with: the provider remembers consent (per user) for the whole session.
+    oidc.add_user("olivia", email="olivia@example.com", groups=["batch-operators"], name="Olivia")
     # The provider registered http://127.0.0.1/oidc/callback/ (any port, RFC 8252), so the browser uses 127.0.0.1.
     base = live_server.url.replace("localhost", "127.0.0.1")
 
@@ -31,7 +32,7 @@ def test_a_person_logs_in_with_the_provider_and_gets_the_mapped_role_and_team(
     expect(page).to_have_url(f"{base}/login/?next=/")
     page.click("text=Log in with Test IdP")
     page.wait_for_url(f"{oidc.url}/login/**")  # the provider's own log-in page
-    page.fill("#id_username", "alice")
+    page.fill("#id_username", "olivia")
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
     expect(page.locator("#authorizationForm")).to_contain_text("Authorize Batchboard?")  # its consent screen
@@ -40,10 +41,10 @@ def test_a_person_logs_in_with_the_provider_and_gets_the_mapped_role_and_team(
 
     expect(page.locator("table.batches")).to_contain_text("red team job")
     expect(page.locator("table.batches")).not_to_contain_text("blue team job")
-    user = User.objects.get(username="alice@example.com")
+    user = User.objects.get(username="olivia@example.com")
     assert [g.name for g in user.groups.all()] == ["Operator"]
     assert [t.name for t in user.teams.all()] == ["Red"]
     page.goto(base + "/account/")
-    expect(page.locator("main")).to_contain_text("alice@example.com")
+    expect(page.locator("main")).to_contain_text("olivia@example.com")
     assert not [e for e in errors if base in e or "Content Security Policy" in e], errors
     page.context.close()
