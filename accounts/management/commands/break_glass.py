@@ -19,4 +19,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         state = "no longer a break-glass account" if off else "a break-glass account"
-        self.stdout.write(self.style.SUCCESS(f"{username} is {state}.") if changed else f"{username} was already {state}.")
+        if changed:
+            self.stdout.write(self.style.SUCCESS(f"{username} is {state}."))
+        else:
+            self.stdout.write(f"{username} was already {state}.")

@@ -23,7 +23,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{username} is not linked to {subject} at {issuer}.")
             self.stdout.write(self.style.SUCCESS(f"{username} is no longer linked to {subject} at {issuer}."))
             return
-        existing = OIDCIdentity.objects.filter(issuer=issuer.rstrip("/"), subject=subject).select_related("user").first()
+        existing = (OIDCIdentity.objects.filter(issuer=issuer.rstrip("/"), subject=subject)
+                    .select_related("user").first())
         if existing:
             raise CommandError(f"{subject} at {issuer} already logs in as {existing.user.get_username()}; "
                                "unlink it first (--unlink).")
