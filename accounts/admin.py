@@ -4,8 +4,8 @@ from django.contrib.auth.models import Group, Permission, User
 
 from batches import audit, selectors
 
-from . import sessions
-from .models import LoginThrottle
+from . import identities, sessions
+from .models import BreakGlass, LoginThrottle, OIDCIdentity
 
 @admin.register(LoginThrottle)
 class LoginThrottleAdmin(admin.ModelAdmin):
@@ -20,6 +20,62 @@ class LoginThrottleAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class _SuperusersOnly(admin.ModelAdmin):
+    """Who may log in how: only superusers see or change it."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    has_view_permission = has_delete_permission = lambda self, request, obj=None: self.has_module_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OIDCIdentity)
+class OIDCIdentityAdmin(_SuperusersOnly):
+    """Links made by a first log-in or by `manage.py link_oidc` (which is how one is added). Deleting one unlinks."""
+
+    list_display = ("user", "issuer", "subject", "linked_by", "linked_at", "last_login_at")
+    search_fields = ("user__username", "subject")
+
+    def has_add_permission(self, request):
+        return False
+
+    def delete_model(self, request, obj):
+        identities.unlink(user=obj.user, issuer=obj.issuer, subject=obj.subject, by=request.user.get_username())
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(BreakGlass)
+class BreakGlassAdmin(_SuperusersOnly):
+    """Superusers who may log in with a password when LOCAL_LOGIN=0 (also `manage.py break_glass`). Audited."""
+
+    list_display = ("user", "marked_by", "marked_at")
+    fields = ("user",)
+
+    def has_add_permission(self, request):
+        return self.has_module_permission(request)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            kwargs["queryset"] = User.objects.filter(is_superuser=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        identities.mark_break_glass(user=obj.user, on=True, by=request.user.get_username())
+
+    def delete_model(self, request, obj):
+        identities.mark_break_glass(user=obj.user, on=False, by=request.user.get_username())
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
 
 
 admin.site.unregister(User)

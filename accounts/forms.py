@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 
 from batches.templatetags.batchboard import duration
 
-from . import throttle
+from . import identities, throttle
 
 
 class LoginForm(AuthenticationForm):
@@ -24,10 +24,15 @@ class LoginForm(AuthenticationForm):
             raise ValidationError(f"Too many failed log-ins. Try again in {duration(timedelta(seconds=self.retry_after))}.",
                                   code="throttled")
         try:
-            return super().clean()
+            cleaned = super().clean()
         finally:
             if self.user_cache is not None:  # the password was right (even if the user may not log in here)
                 throttle.release_attempt(username=username, ip=ip)
+        # With LOCAL_LOGIN=0 the answer is the same as for a wrong password: the form tells nobody whose password
+        # was right.
+        if not identities.password_login_allowed(self.user_cache, request=self.request):
+            raise self.get_invalid_login_error()
+        return cleaned
 
 
 def may_use_admin(user) -> bool:

@@ -50,6 +50,12 @@ def logout_everywhere(request):
     return redirect("login")
 
 
+def sign_in_options(request):
+    """Context processor: what the log-in pages (ours and the admin's) offer."""
+    return {"OIDC_ENABLED": bool(settings.OIDC_ISSUER), "OIDC_PROVIDER_NAME": settings.OIDC_PROVIDER_NAME,
+            "LOCAL_LOGIN": settings.LOCAL_LOGIN}
+
+
 def permission_denied(request, exception):
     """handler403: every PermissionDenied, the admin's included, is audited, then Django's own 403 page."""
     audit.record("forbidden", actor=request.user, request=request, ok=False, detail=f"{request.method} {request.path}")

@@ -147,6 +147,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "accounts.middleware.SessionLimitsMiddleware",
+    # Re-asks the provider after OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS; does nothing for password sessions.
+    "accounts.oidc.SessionRefresh",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -165,6 +167,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "batches.views.site_context",
+                "accounts.views.sign_in_options",
             ],
         },
     }
@@ -199,7 +202,7 @@ AUTH_PASSWORD_VALIDATORS = [
 SESSION_COOKIE_AGE = env_number("SESSION_COOKIE_AGE", 14 * 24 * 3600, minimum=60)
 SESSION_IDLE_SECONDS = env_number("SESSION_IDLE_SECONDS", 12 * 3600, minimum=60)
 SESSION_SAVE_EVERY_REQUEST = False  # a poll must not write the session
-AUTHENTICATION_BACKENDS = ["accounts.sessions.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["accounts.sessions.ModelBackend", "accounts.oidc.OIDCBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "batch-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -498,6 +501,63 @@ LOGIN_USERNAME_FAILURE_LIMIT = env_number("LOGIN_USERNAME_FAILURE_LIMIT", 10, mi
 LOGIN_MAX_DELAY = env_number("LOGIN_MAX_DELAY", 300, minimum=1)
 # How many proxies in front of the app append to X-Forwarded-For; 0 trusts only REMOTE_ADDR.
 TRUSTED_PROXY_COUNT = env_number("TRUSTED_PROXY_COUNT", 0, maximum=10)
+
+# Single sign-on with OpenID Connect (accounts/oidc.py): on when OIDC_ISSUER is set. The provider's endpoints come
+# from its discovery document, fetched at the first log-in and kept OIDC_DISCOVERY_CACHE_SECONDS, never at start-up
+# (the app must start while the provider is down).
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "").strip()
+OIDC_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "").strip()
+OIDC_SCOPES = " ".join(os.environ.get("OIDC_SCOPES", "openid email profile").split())
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "single sign-on").strip()
+# Exact domains; ".example.com" also allows its subdomains (as ALLOWED_API_HOSTS).
+OIDC_ALLOWED_EMAIL_DOMAINS = [domain.lower() for domain in env_list("OIDC_ALLOWED_EMAIL_DOMAINS", "")]
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "groups").strip()
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env_number("OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS", 900, minimum=0)
+OIDC_DISCOVERY_CACHE_SECONDS = env_number("OIDC_DISCOVERY_CACHE_SECONDS", 3600, minimum=0)
+OIDC_TIMEOUT = env_number("OIDC_TIMEOUT", 10.0, minimum=0.1, cast=float)
+# Tests only (tests/settings.py), never from the environment: an http://127.0.0.1 provider.
+OIDC_ALLOW_HTTP = False
+ROLE_NAMES = ("Viewer", "Operator", "Admin")  # the role groups (batches/0002_roles), weakest first
+
+
+def parse_group_map(raw: str, name: str = "OIDC_GROUP_MAP") -> dict:
+    """{"provider group": {"role": "Operator", "teams": ["Red"]}, ...}; either key may be left out."""
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object of provider group -> {{role, teams}}")
+    for group, entry in value.items():
+        if not isinstance(entry, dict) or set(entry) - {"role", "teams"}:
+            raise ImproperlyConfigured(f"{name}[{group!r}] must be an object with \"role\" and/or \"teams\"")
+        if "role" in entry and entry["role"] not in ROLE_NAMES:
+            raise ImproperlyConfigured(f"{name}[{group!r}] role must be one of {', '.join(ROLE_NAMES)}, "
+                                       f"got {entry['role']!r}")
+        teams = entry.get("teams", [])
+        if not isinstance(teams, list) or not all(isinstance(team, str) and team for team in teams):
+            raise ImproperlyConfigured(f"{name}[{group!r}] teams must be a list of team names")
+    return value
+
+
+OIDC_GROUP_MAP = parse_group_map(os.environ.get("OIDC_GROUP_MAP", ""))
+if OIDC_ISSUER:
+    if not OIDC_CLIENT_ID or not OIDC_CLIENT_SECRET:
+        raise ImproperlyConfigured("OIDC_ISSUER is set: OIDC_CLIENT_ID and OIDC_CLIENT_SECRET must be set too")
+    if not OIDC_ISSUER.startswith("https://"):
+        raise ImproperlyConfigured(f"OIDC_ISSUER must be an https:// URL, got {OIDC_ISSUER!r}")
+    if not OIDC_ALLOWED_EMAIL_DOMAINS:
+        raise ImproperlyConfigured("OIDC_ISSUER is set: OIDC_ALLOWED_EMAIL_DOMAINS must name the e-mail domains "
+                                   "that may log in (a public provider would otherwise admit anyone)")
+    if "openid" not in OIDC_SCOPES.split():
+        raise ImproperlyConfigured("OIDC_SCOPES must include openid")
+# LOCAL_LOGIN=0: passwords log in only superusers marked break-glass (manage.py break_glass), on /login/ and
+# /admin/login/; everyone else uses single sign-on.
+LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
+if not LOCAL_LOGIN and not OIDC_ISSUER:
+    raise ImproperlyConfigured("LOCAL_LOGIN=0 needs OIDC_ISSUER: without single sign-on only break-glass accounts "
+                               "could log in")
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from batches import selectors
 
 from . import services
-from .models import CEILINGS, Team, TeamGrant
+from .models import CEILINGS, ProviderMembership, Team, TeamGrant
 
 
 def _manageable(request, team) -> bool:
@@ -76,7 +76,15 @@ class MemberForm(forms.ModelForm):
 class MemberInline(_TeamPart):
     model = Team.members.through
     form = MemberForm
+    readonly_fields = ["source"]
     verbose_name, verbose_name_plural = "member", "members"
+
+    @admin.display(description="added")
+    def source(self, membership):
+        if not membership.pk:
+            return ""
+        mark = ProviderMembership.objects.filter(team_id=membership.team_id, user_id=membership.user_id).first()
+        return f"by single sign-on (provider group {mark.group})" if mark else "manual"
 
 
 @admin.register(Team)

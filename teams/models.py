@@ -48,3 +48,19 @@ class TeamGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team}: {self.connection or 'all connections'} up to {self.role}"
+
+
+class ProviderMembership(models.Model):
+    """A membership the identity provider gave (OIDC_GROUP_MAP): set and taken away at each single sign-on log-in.
+    A membership in Team.members without one of these was added by hand and is never touched by a log-in."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="provider_memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="provider_memberships")
+    group = models.CharField(max_length=255, help_text="the provider group that gave it")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="provider_membership_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} (from {self.group})"

@@ -20,6 +20,8 @@ class UserAccess:
     user: object
     roles: list[str]
     teams: list[str]
+    provider_teams: set[str] = field(default_factory=set)  # the teams of `teams` single sign-on gave
+    single_sign_on: bool = False  # logs in with single sign-on: their other memberships read "manual"
     everywhere: str = ""  # their level on every connection, present and future, when they have one
     connections: list[tuple[Connection, str]] = field(default_factory=list)  # (connection, level) otherwise
 
@@ -57,13 +59,16 @@ def access_review(*, viewer) -> tuple[list[ConnectionAccess], list[UserAccess], 
     grants = list(TeamGrant.objects.select_related("team", "connection"))
     by_connection = [ConnectionAccess(c, [g for g in grants if g.connection_id in (None, c.pk)]) for c in connections]
     users = get_user_model().objects.filter(is_active=True).order_by("username").prefetch_related(
-        "groups__permissions__content_type", "user_permissions__content_type", "teams__grants")
+        "groups__permissions__content_type", "user_permissions__content_type", "teams__grants",
+        "provider_memberships__team", "oidc_identities")
     by_user = []
     for user in users:
         actions = _role_actions(user)
         user_scope = UNLIMITED if user.is_superuser or not teams_exist else scope_from_grants(
             (g.connection_id, g.role) for t in user.teams.all() for g in t.grants.all())
         row = UserAccess(user, [g.name for g in user.groups.all()], [t.name for t in user.teams.all()],
+                         provider_teams={m.team.name for m in user.provider_memberships.all()},
+                         single_sign_on=bool(user.oidc_identities.all()),
                          everywhere=level(effective_actions(actions, user_scope.everywhere)))
         for entry in by_connection:
             reach = level(effective_actions(actions, user_scope.ceiling(entry.connection.pk)))

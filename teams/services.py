@@ -5,6 +5,8 @@ A user may change only the teams within their own reach (every grant of the team
 may already use at least as high), and may grant only what they may use themselves; superusers may do all.
 """
 
+import logging
+
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
@@ -12,7 +14,9 @@ from batches import audit as audit_trail
 from batches.models import AuditEvent, Connection
 from batches.selectors import scope
 
-from .models import Team, TeamGrant
+from .models import ProviderMembership, Team, TeamGrant
+
+log = logging.getLogger(__name__)
 
 COMMAND_LINE = "manage.py"
 
@@ -87,8 +91,39 @@ def remove_member(*, team: Team, user, by=None) -> bool:
     if not team.members.filter(pk=user.pk).exists():
         return False
     team.members.remove(user)
+    ProviderMembership.objects.filter(team=team, user=user).delete()  # given by the provider or not, it is gone
     audit(by=by, action="member_remove", target=user.get_username(), detail=f"left team {team.name}")
     return True
+
+
+SINGLE_SIGN_ON = "single sign-on"
+
+
+@transaction.atomic
+def sync_provider_memberships(*, user, teams: dict[str, str]) -> None:
+    """At a single sign-on log-in: the user is in exactly these teams through the provider ({team name: the
+    provider group giving it}, from OIDC_GROUP_MAP). Memberships the provider gave and no longer gives end;
+    memberships added by hand are never touched, and a team the user is already in by hand stays manual. Teams
+    are not created here: a first team would suddenly hide every connection from everyone (see Team)."""
+    wanted = {team.pk: team for team in Team.objects.filter(name__in=teams)}
+    if missing := set(teams) - {team.name for team in wanted.values()}:
+        log.warning("OIDC_GROUP_MAP names teams that do not exist: %s", ", ".join(sorted(missing)))
+    given = {mark.team_id: mark for mark in ProviderMembership.objects.filter(user=user).select_related("team")}
+    member_of = set(user.teams.values_list("pk", flat=True))
+    for team_id, team in wanted.items():
+        if team_id in member_of:
+            continue
+        team.members.add(user)
+        ProviderMembership.objects.update_or_create(team=team, user=user, defaults={"group": teams[team.name]})
+        audit_trail.record("member_add", username=SINGLE_SIGN_ON, target=user.get_username(),
+                           detail=f"joined team {team.name} (provider group {teams[team.name]})")
+    for team_id, mark in given.items():
+        if team_id in wanted:
+            continue
+        mark.team.members.remove(user)
+        mark.delete()
+        audit_trail.record("member_remove", username=SINGLE_SIGN_ON, target=user.get_username(),
+                           detail=f"left team {mark.team.name} (no longer in provider group {mark.group})")
 
 
 @transaction.atomic

@@ -437,3 +437,58 @@ def make_channel(db):
         return channel
 
     return make
+
+
+# ----- single sign-on ----------------------------------------------------------------------------------------
+# Provider groups as a team's identity provider might name them, and what they give here.
+OIDC_GROUP_MAP = {
+    "batch-admins": {"role": "Admin"},
+    "batch-operators": {"role": "Operator", "teams": ["Red"]},
+    "batch-viewers": {"role": "Viewer"},
+    "blue-team": {"teams": ["Blue"]},
+}
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory):
+    """A real OpenID Connect provider (django-oauth-toolkit, tests/oidc_provider/) in a subprocess on a free port,
+    with its own SQLite database, started once for the session."""
+    from tests.oidc_provider import Provider
+
+    with Provider(tmp_path_factory.mktemp("oidc-provider")) as provider:
+        yield provider
+
+
+@pytest.fixture
+def oidc(oidc_provider, settings, roles):
+    """Single sign-on on, pointed at the test provider: e-mail domain example.com, OIDC_GROUP_MAP above. The
+    provider starts each test with no users and no misbehaviour; returns it."""
+    from accounts import oidc as oidc_module
+
+    oidc_provider.reset()
+    oidc_module.forget_discovery()
+    settings.OIDC_ISSUER = oidc_provider.issuer
+    settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = oidc_provider.client_id, oidc_provider.client_secret
+    settings.OIDC_SCOPES = "openid email profile"
+    settings.OIDC_PROVIDER_NAME = "Test IdP"
+    settings.OIDC_ALLOWED_EMAIL_DOMAINS = ["example.com"]
+    settings.OIDC_GROUPS_CLAIM = "groups"
+    settings.OIDC_GROUP_MAP = OIDC_GROUP_MAP
+    yield oidc_provider
+    oidc_module.forget_discovery()
+
+
+@pytest.fixture
+def sso_log_in(client, oidc):
+    """sso_log_in(username) goes through single sign-on with the test client: our /oidc/authenticate/, the
+    provider's log-in and consent (requests, as `browser` when given), and our callback. Returns the callback's
+    response."""
+
+    def _sso_log_in(username: str, *, next: str = "", browser=None, consent: bool = True):
+        start = client.get("/oidc/authenticate/" + (f"?next={next}" if next else ""))
+        assert start.status_code == 302 and start["Location"].startswith(oidc.issuer), start
+        back = oidc.sign_in(start["Location"], username, browser=browser, consent=consent)
+        assert back.startswith("http://testserver/oidc/callback/"), back
+        return client.get(back.removeprefix("http://testserver"))
+
+    return _sso_log_in

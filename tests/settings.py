@@ -31,3 +31,4 @@ API_READ_TIMEOUT = 2.0
 API_RETRY_BACKOFF = 0.01
 SYNC_LEASE_SECONDS = float(os.environ.get("SYNC_LEASE_SECONDS", 30))
 HEALTHZ_BROKER_TIMEOUT = 0.5
+OIDC_ALLOW_HTTP = True  # the test provider (tests/oidc_provider/) speaks http on 127.0.0.1

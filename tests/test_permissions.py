@@ -40,6 +40,9 @@ MATRIX = {
     "account": {"GET": (302, 200, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
     "logout-everywhere": {"GET": (302, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "admin:index": {"GET": (302, 302, 302, 302, 200)},
+    # Single sign-on: off (404) without OIDC_ISSUER; with it, OIDC_MATRIX.
+    "oidc_authentication_init": {"GET": (404, 404, 404, 404, 404), "POST": (405, 405, 405, 405, 405)},
+    "oidc_authentication_callback": {"GET": (404, 404, 404, 404, 404), "POST": (405, 405, 405, 405, 405)},
     "access": {"GET": (302, 403, 403, 403, 200), "POST": (302, 405, 405, 405, 405)},
     # alert channels: Admins (change_channel). An empty form is a 400; "delete" comes last, as the team test
     # below walks these rows in order with one channel (an email one: the test backend, nothing leaves).
@@ -49,7 +52,8 @@ MATRIX = {
     "channel-test": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
     "channel-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
 }
-PUBLIC = {"healthz", "login", "logout", "openai-webhook", "metrics"}  # the allow-list: everything else needs a login
+PUBLIC = {"healthz", "login", "logout", "openai-webhook", "metrics", "oidc_authentication_init",
+          "oidc_authentication_callback"}  # the allow-list: everything else needs a login
 
 
 ODD_CUSTOM_ID = "a/b c ✓"
@@ -269,3 +273,26 @@ def test_login_follows_a_local_next(client, db):
     response = client.post("/login/", {"username": "eve", "password": "pw-for-tests-only-123",
                                        "next": "/batches/sim/batch_x/"})
     assert response["Location"] == "/batches/sim/batch_x/"
+
+
+# With single sign-on on: anyone may start a log-in (off to the provider); a callback without the provider's answer
+# goes back to the log-in page and logs nobody out.
+OIDC_MATRIX = {
+    "oidc_authentication_init": {"GET": (302, 302, 302, 302, 302), "POST": (405, 405, 405, 405, 405)},
+    "oidc_authentication_callback": {"GET": (302, 302, 302, 302, 302), "POST": (405, 405, 405, 405, 405)},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_single_sign_on_routes_when_configured(client, login, oidc, role):
+    from django.contrib.auth import get_user
+
+    user = login(role)
+    for name, methods in OIDC_MATRIX.items():
+        for method, expected in methods.items():
+            response = getattr(client, method.lower())(reverse(name))
+            assert response.status_code == expected[ROLES.index(role)], (name, method)
+            if response.status_code == 302:
+                target = oidc.issuer if name == "oidc_authentication_init" else "/login/"
+                assert response["Location"].startswith(target), (name, response["Location"])
+    assert get_user(client).is_authenticated == (user is not None)
