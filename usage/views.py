@@ -27,6 +27,7 @@ def _filters(request) -> tuple[UsageFilterForm, selectors.Period, str]:
 @login_required
 @require_GET
 def usage_page(request):
+    _require(request, "batches.view_batch")
     form, period, stack = _filters(request)
     prices = PriceTable.load()
     report = selectors.report(user=request.user, period=period, stack=stack, prices=prices)
@@ -46,6 +47,7 @@ def usage_page(request):
 @require_GET
 def usage_export(request, kind: str):
     """One chart's table as CSV: a row per day or week, a column per stack, and the total."""
+    _require(request, "batches.view_batch")
     if kind not in selectors.CHARTS:
         raise Http404("No such table")
     _, period, stack = _filters(request)
