@@ -72,6 +72,11 @@ def _safe_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _posted(request):
+    """The form's data on a POST, even an empty one (so that it is refused with its errors, a 400)."""
+    return request.POST if request.method == "POST" else None
+
+
 # ----- prices -------------------------------------------------------------------------------------------
 def _require(request, permission: str) -> None:
     if not request.user.has_perm(permission):
@@ -83,7 +88,7 @@ def _require(request, permission: str) -> None:
 def price_list(request):
     """Every price row, and a form to add one; Admins only."""
     _require(request, "usage.change_modelprice")
-    form = PriceForm(request.POST or None)
+    form = PriceForm(_posted(request))
     if request.method == "POST":
         if form.is_valid():
             price = form.save(commit=False)
@@ -107,7 +112,7 @@ def price_edit(request, pk: int):
     price = ModelPrice.objects.filter(pk=pk).first()
     if price is None:
         raise Http404("No such price")
-    form = PriceForm(request.POST or None, instance=price)
+    form = PriceForm(_posted(request), instance=price)
     if request.method == "POST" and form.is_valid():
         price = form.save(commit=False)
         price.updated_by = request.user
@@ -136,7 +141,7 @@ def price_delete(request, pk: int):
 # ----- budgets ------------------------------------------------------------------------------------------
 def _budget_form(request, instance=None) -> BudgetForm:
     visible_ids = batch_selectors.visible_connection_ids(request.user)
-    return BudgetForm(request.POST or None, instance=instance, sees_all=visible_ids is None,
+    return BudgetForm(_posted(request), instance=instance, sees_all=visible_ids is None,
                       connections=batch_selectors.visible_connections(request.user))
 
 
