@@ -52,6 +52,7 @@ bench-smoke: $(VENV)/.dev | var
 	$(BIN)/python bench/scale_out.py --connections 2 --batches 200 --active 5 --workers 1 --minutes 0.3
 	$(BIN)/python bench/webhooks.py --changes 2 --max-minutes 1
 	$(BIN)/python bench/metrics.py --batches 2000 --rounds 3
+	$(BIN)/python bench/usage.py --batches 2000 --rounds 2
 
 clean:
 	rm -rf $(VENV) var

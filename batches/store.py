@@ -69,9 +69,14 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             return batch, "unchanged"
         if visible_state(fields) == visible_state(batch):
             if batch.raw != fields["raw"] or batch.missing_since is not None:
-                # Only invisible parts changed (timestamps, unknown keys, found again): no snapshot.
-                Batch.objects.filter(pk=batch.pk, version=batch.version).update(
-                    last_synced_at=observed_at, missing_since=None, **_keep_request_codes(batch, fields))
+                # Only invisible parts changed (timestamps, unknown keys, found again): no snapshot. The rollup
+                # counts by model, endpoint and timestamps too, so it follows them.
+                with transaction.atomic():
+                    if Batch.objects.filter(pk=batch.pk, version=batch.version).update(
+                            last_synced_at=observed_at, missing_since=None, **_keep_request_codes(batch, fields)):
+                        usage_before = rollup.values_of(batch)
+                        rollup.apply((usage_before, {**usage_before, **{
+                            name: fields[name] for name in rollup.FIELDS if name in fields}}))
                 if batch.missing_since is not None:
                     bump_data_version(connection)
             return batch, "unchanged"

@@ -72,6 +72,7 @@ def main() -> None:
 _HASH = (2654435761, 2246822519, 3266489917, 668265263, 374761393, 2869860233)
 STATUS_MIX = ["completed"] * 14 + ["failed", "expired", "cancelled", "in_progress", "validating", "finalizing"]
 MODELS = ["gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "text-embedding-3-small"]
+TEAMS = ["growth", "search", "support", "research", "platform"]
 NAMES = ["nightly eval", "support triage", "catalogue embeddings", "translation backfill"]
 
 
@@ -110,7 +111,9 @@ def generate(args) -> tuple:
         conn.save()
         connections.append(conn)
     at, json = _dialect(db.vendor)
-    metadata = json("'{\"description\": \"' || name || '\"}'")
+    # Metadata as teams label their batches: a team on 9 in 10 (one of five), a project on 2 in 3 (one of
+    # twelve), for the usage page's stacks and budgets (USAGE_METADATA_KEYS).
+    metadata = json("'{\"description\": \"' || name || '\"' || team || project || '}'")
     raw = json("'{\"id\": \"' || batch_id || '\"}'")
     # Per row number i: a status from STATUS_MIX (1 in 100 completed batches had every request fail), a
     # size, a model and its endpoint, a name, one of three connections, created evenly over 330 days and
@@ -119,7 +122,9 @@ def generate(args) -> tuple:
     b AS (SELECT i, {_pick(0, STATUS_MIX)} AS status, 10 + {_hash(1, 4991)} AS total, {_pick(2, MODELS)} AS model,
                  {_pick(3, NAMES)} || ' #' || i AS name, {_hash(4, 100)} = 0 AS all_failed, {_hash(5, 1000)} AS part,
                  'batch_' || substr('00000000' || i, length('00000000' || i) - 5) AS batch_id,
-                 i * %(step)s AS offset_s
+                 i * %(step)s AS offset_s,
+                 CASE WHEN {_hash(1, 10)} = 0 THEN '' ELSE ', "team": "' || {_pick(4, TEAMS)} || '"' END AS team,
+                 CASE WHEN {_hash(2, 3)} = 0 THEN '' ELSE ', "project": "p-' || {_hash(3, 12)} || '"' END AS project
           FROM n),
     d AS (SELECT *, CASE WHEN status = 'completed' THEN total ELSE part * total / 1000 END AS done FROM b)
     INSERT INTO {Batch._meta.db_table} (connection_id, batch_id, endpoint, model, status, input_file_id,

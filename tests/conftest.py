@@ -92,6 +92,8 @@ def roles(db):
         importlib.import_module("batches.migrations.0015_submissions").give_submit_to_operators_and_admins(apps, None)
         importlib.import_module("notifications.migrations.0002_admins_manage_channels").give_channels_to_admins(
             apps, None)
+        importlib.import_module("usage.migrations.0002_seed_prices_fill_rollup").give_prices_and_budgets_to_admins(
+            apps, None)
 
 
 @pytest.fixture
@@ -492,3 +494,51 @@ def sso_log_in(client, oidc):
         return client.get(back.removeprefix("http://testserver"))
 
     return _sso_log_in
+
+
+# ----- usage and spend ---------------------------------------------------------------------------------------
+@pytest.fixture
+def set_prices(db):
+    """set_prices((model, valid_from, input, cached_input, output), ...): the price table is exactly these rows
+    (USD per million tokens; the starter table is gone, and a flush by a browser test may have emptied it)."""
+    from usage.models import ModelPrice
+
+    def _set(*rows):
+        ModelPrice.objects.all().delete()
+        return [ModelPrice.objects.create(model=model, valid_from=valid_from, input=i, cached_input=c, output=o)
+                for model, valid_from, i, c, o in rows]
+
+    return _set
+
+
+def unix(day, seconds: float = 0) -> int:
+    """Unix seconds of a date's midnight (UTC), plus `seconds`."""
+    from datetime import UTC, datetime, time
+
+    return int(datetime.combine(day, time.min, tzinfo=UTC).timestamp() + seconds)
+
+
+@pytest.fixture
+def store_usage(db):
+    """store_usage(connection, batch_id, day, **fields): a batch created on `day` (at 10:00 UTC) stored as a sync
+    stores it; completed with 100 requests and no tokens unless told otherwise. Shortcuts: input, cached, output,
+    reasoning (tokens), total/completed/failed (requests), team/project (metadata); other keys go into the
+    payload as they are."""
+    from batches.store import store_batch
+    from tests import payloads
+
+    def _store(connection, batch_id, day, *, input=0, cached=0, output=0, reasoning=0, total=100, completed=None,
+               failed=0, team=None, project=None, observed_at=None, **payload):
+        metadata = {key: value for key, value in (("team", team), ("project", project)) if value is not None}
+        created = unix(day, 10 * 3600)
+        fields = {"id": batch_id, "status": "completed", "created_at": created, "in_progress_at": created + 60,
+                  "finalizing_at": created + 3600, "completed_at": created + 3900,
+                  "request_counts": {"total": total, "completed": total - failed if completed is None else completed,
+                                     "failed": failed},
+                  "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": cached},
+                            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": reasoning},
+                            "total_tokens": input + output},
+                  "metadata": metadata or None, **payload}
+        return store_batch(connection, payloads.batch(**fields), observed_at=observed_at)[0]
+
+    return _store

@@ -130,3 +130,28 @@ def test_alert_deliveries_are_counted_by_channel_and_result(client, settings, co
     samples = _samples(client.get("/metrics", **BEARER))
     assert _value(samples, "batchboard_alert_deliveries_total", channel="Ops mail", result="sent") == 2
     assert _value(samples, "batchboard_alert_deliveries_total", channel="Ops mail", result="failed") == 1
+
+
+def test_cost_tokens_and_requests_come_from_the_rollup_and_equal_the_usage_page(client, login, settings, connection,
+                                                                                store_usage, set_prices):
+    """Each day at its own price, as the usage page prices it; a batch's tokens counted once however many
+    metadata keys the rollup also counts it by."""
+    from datetime import date
+
+    from usage.models import DailyUsage
+
+    settings.METRICS_TOKEN = TOKEN
+    set_prices(("gpt-4o-mini", date(2024, 1, 1), 2, 1, 8), ("gpt-4o-mini", date(2026, 3, 10), 4, 2, 16))
+    store_usage(connection, "batch_before", date(2026, 3, 5), input=1_000_000, output=1000, team="growth")
+    store_usage(connection, "batch_after", date(2026, 3, 12), input=1_000_000, output=1000, failed=7, project="x")
+    samples = _samples(client.get("/metrics", **BEARER))
+    labels = {"connection": "sim", "model": "gpt-4o-mini"}
+    assert _value(samples, "batchboard_estimated_cost_usd", **labels) == pytest.approx(1.004 + 2.008)
+    assert _value(samples, "batchboard_tokens_total", kind="input", **labels) == 2_000_000
+    assert _value(samples, "batchboard_requests_total", outcome="failed", **labels) == 7
+    login("viewer")
+    page = client.get("/usage/?period=custom&start=2026-03-01&end=2026-03-31").content.decode()
+    assert "<dt>Estimated cost</dt><dd>$3.01</dd>" in page and "<dt>Input tokens</dt><dd>2,000,000</dd>" in page
+    DailyUsage.objects.update(input_tokens=0)  # the series read the rollup, not the batches
+    samples = _samples(client.get("/metrics", **BEARER))
+    assert _value(samples, "batchboard_tokens_total", kind="input", **labels) == 0

@@ -51,6 +51,16 @@ MATRIX = {
     "channel-detail": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
     "channel-test": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
     "channel-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
+    # usage: the page and its CSV tables to every role (scoped); prices and budgets to Admins (an empty form is a
+    # 400); each "delete" after the rows that need the price or budget.
+    "usage": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "usage-export": {"GET": (302, 403, 200, 200, 200), "POST": (302, 405, 405, 405, 405)},
+    "usage-prices": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
+    "usage-price": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
+    "usage-price-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
+    "usage-budgets": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
+    "usage-budget": {"GET": (302, 403, 403, 403, 200), "POST": (302, 403, 403, 403, 400)},
+    "usage-budget-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 302)},
 }
 PUBLIC = {"healthz", "login", "logout", "openai-webhook", "metrics", "oidc_authentication_init",
           "oidc_authentication_callback"}  # the allow-list: everything else needs a login
@@ -73,9 +83,31 @@ def _channel(batch):
     return channel
 
 
+def _price():
+    from usage.models import ModelPrice
+
+    return ModelPrice.objects.get_or_create(model="matrix-model", valid_from="2026-01-01", defaults={
+        "input": 1, "cached_input": 1, "output": 1})[0]
+
+
+def _budget(batch):
+    """The budget of the budget routes: on the batch's connection (so a team that cannot see the batch cannot see
+    the budget either)."""
+    from usage.models import Budget
+
+    return Budget.objects.get_or_create(name="Matrix", defaults={"amount_usd": 10,
+                                                                 "connection": batch.connection})[0]
+
+
 def _url(name: str, batch) -> str:
     if name in ("channel-detail", "channel-test", "channel-delete"):
         return reverse(name, kwargs={"pk": _channel(batch).pk})
+    if name in ("usage-price", "usage-price-delete"):
+        return reverse(name, kwargs={"pk": _price().pk})
+    if name in ("usage-budget", "usage-budget-delete"):
+        return reverse(name, kwargs={"pk": _budget(batch).pk})
+    if name == "usage-export":
+        return reverse(name, kwargs={"kind": "cost"})
     name, _, kind = name.partition(".")
     kwargs = {"slug": batch.connection.slug, "batch_id": batch.batch_id}
     if name == "batch-download":
@@ -170,7 +202,12 @@ ANOTHER_TEAMS_CHANNEL = {  # a channel for the batch's connection, which Red doe
     "channel-test": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 404)},
     "channel-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 404)},
 }
-TEAM_MATRIX = {("Red", "sim"): MATRIX, ("Red", "other"): {**ANOTHER_TEAMS_BATCH, **ANOTHER_TEAMS_CHANNEL},
+ANOTHER_TEAMS_BUDGET = {  # a budget on the batch's connection, which Red does not see: 404 to their Admin
+    "usage-budget": {"GET": (302, 403, 403, 403, 404), "POST": (302, 403, 403, 403, 404)},
+    "usage-budget-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 404)},
+}
+TEAM_MATRIX = {("Red", "sim"): MATRIX,
+               ("Red", "other"): {**ANOTHER_TEAMS_BATCH, **ANOTHER_TEAMS_CHANNEL, **ANOTHER_TEAMS_BUDGET},
                ("Blue", "other"): VIEWER_CEILING}
 
 

@@ -28,6 +28,7 @@ def _filters(request) -> tuple[UsageFilterForm, selectors.Period, str]:
 @login_required
 @require_GET
 def usage_page(request):
+    _require(request, "batches.view_batch")
     form, period, stack = _filters(request)
     prices = PriceTable.load()
     report = selectors.report(user=request.user, period=period, stack=stack, prices=prices)
@@ -47,6 +48,7 @@ def usage_page(request):
 @require_GET
 def usage_export(request, kind: str):
     """One chart's table as CSV: a row per day or week, a column per stack, and the total."""
+    _require(request, "batches.view_batch")
     if kind not in selectors.CHARTS:
         raise Http404("No such table")
     _, period, stack = _filters(request)
@@ -69,6 +71,11 @@ def _number(kind: str, value) -> str:
 def _safe_cell(text: str) -> str:
     """A label as a CSV cell that a spreadsheet will not run as a formula (metadata values come from anyone)."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _posted(request):
+    """The form's data on a POST, even an empty one (so that it is refused with its errors, a 400)."""
+    return request.POST if request.method == "POST" else None
 
 
 # ----- prices and budgets (Admins) ----------------------------------------------------------------------
@@ -98,7 +105,7 @@ def _audit(request, action: str, thing) -> None:
 def price_list(request):
     """Every price row, and a form to add one; Admins only."""
     _require(request, "usage.change_modelprice")
-    form = PriceForm(request.POST or None)
+    form = PriceForm(_posted(request))
     if request.method == "POST" and form.is_valid():
         price = _save(request, form, "price_add", stamp="updated_by")
         messages.success(request, f"Price for {price.model} from {price.valid_from} added.")
@@ -117,7 +124,7 @@ def price_edit(request, pk: int):
     price = ModelPrice.objects.filter(pk=pk).first()
     if price is None:
         raise Http404("No such price")
-    form = PriceForm(request.POST or None, instance=price)
+    form = PriceForm(_posted(request), instance=price)
     if request.method == "POST" and form.is_valid():
         _save(request, form, "price_change", stamp="updated_by")
         messages.success(request, "Saved.")
@@ -141,7 +148,7 @@ def price_delete(request, pk: int):
 # ----- budgets ------------------------------------------------------------------------------------------
 def _budget_form(request, instance=None) -> BudgetForm:
     visible_ids = batch_selectors.visible_connection_ids(request.user)
-    return BudgetForm(request.POST or None, instance=instance, sees_all=visible_ids is None,
+    return BudgetForm(_posted(request), instance=instance, sees_all=visible_ids is None,
                       connections=batch_selectors.visible_connections(request.user))
 
 
