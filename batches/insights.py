@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import F, Q
 
-from usage.prices import PriceTable
-from usage.rollup import day_of, values_of
+from usage.prices import PriceTable, batch_cost
+from usage.rollup import values_of
 
 from .models import Batch, BatchSnapshot, BatchTransition
 
@@ -136,9 +136,7 @@ def estimated_cost(batch: Batch, prices=None) -> dict | None:
     the batch has no usage yet or its model no price."""
     if batch.input_tokens is None:
         return None
-    prices = prices or PriceTable.load()
-    usd = prices.cost(batch.model, day_of(values_of(batch)), input_tokens=batch.input_tokens,
-                      cached_tokens=batch.cached_tokens, output_tokens=batch.output_tokens)
+    usd = batch_cost(values_of(batch), prices or PriceTable.load())
     return None if usd is None else {"usd": usd, "discount": settings.BATCH_PRICE_DISCOUNT}
 
 

@@ -288,6 +288,9 @@ class Batch(models.Model):
     # by index like the others instead of sorting every row by a computed value.
     in_flight = models.BooleanField(default=False, editable=False)
     done_permille = models.PositiveSmallIntegerField(default=0, editable=False)
+    # The estimated cost at the price of the batch's day (usage/prices.py), so that the usage page ranks batches
+    # by cost by index; kept by store.py, re-priced by usage.prices.reprice() when a price changes.
+    cost_usd = models.FloatField(null=True, blank=True, editable=False)
 
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_synced_at = models.DateTimeField(default=timezone.now)
@@ -334,6 +337,10 @@ class Batch(models.Model):
             models.Index(fields=["done_permille", "id"], name="batch_done"),
             # the list filtered by "completed, all failed", newest first
             models.Index(fields=["-created_at", "-id"], condition=ALL_FAILED, name="batch_all_failed_newest"),
+            # the usage page's most expensive and most failed batches of a period
+            models.Index(fields=["-cost_usd", "-id"], condition=models.Q(cost_usd__gt=0), name="batch_most_cost"),
+            models.Index(fields=["-failed_requests", "-id"], condition=models.Q(failed_requests__gt=0),
+                         name="batch_most_failed"),
             # retention: finished batches whose last change crossed the cutoff since its previous run
             models.Index(fields=["last_changed_at"], condition=models.Q(status__in=TERMINAL_STATUSES),
                          name="batch_finished_changed"),

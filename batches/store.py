@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from notifications.events import batches_added, status_changed
 from usage import rollup
+from usage.prices import PriceTable, batch_cost
 
 from .archive import plan_copies
 from .models import (ALL_FAILED, STATUS_TIMESTAMP, TERMINAL_STATUSES, Batch, BatchCount, BatchSnapshot,
@@ -53,7 +54,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                         last_synced_at=observed_at,
                         last_changed_at=observed_at,
                         version=1,
-                        **fields,
+                        **_priced(fields, observed_at),
                     )
                     _write_history(batch, observed_at)
                     _count_changes({_bucket(batch): 1})
@@ -73,7 +74,8 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                 # counts by model, endpoint and timestamps too, so it follows them.
                 with transaction.atomic():
                     if Batch.objects.filter(pk=batch.pk, version=batch.version).update(
-                            last_synced_at=observed_at, missing_since=None, **_keep_request_codes(batch, fields)):
+                            last_synced_at=observed_at, missing_since=None,
+                            **_keep_request_codes(batch, _priced(fields, batch.first_seen_at))):
                         usage_before = rollup.values_of(batch)
                         rollup.apply((usage_before, {**usage_before, **{
                             name: fields[name] for name in rollup.FIELDS if name in fields}}))
@@ -83,7 +85,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
         with transaction.atomic():
             updated = Batch.objects.filter(pk=batch.pk, version=batch.version).update(
                 version=batch.version + 1, last_synced_at=observed_at, last_changed_at=observed_at,
-                missing_since=None, **_keep_request_codes(batch, fields)
+                missing_since=None, **_keep_request_codes(batch, _priced(fields, batch.first_seen_at))
             )
             if not updated:
                 continue  # somebody changed it between our read and write: read again
@@ -101,6 +103,14 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
 
 
+def _priced(fields: dict, first_seen_at: datetime, prices: PriceTable | None = None) -> dict:
+    """The fields with the batch's estimated cost at the price of its day (usage/prices.py); the price table is
+    read only for a batch with usage."""
+    if fields.get("input_tokens") is None:
+        return {**fields, "cost_usd": None}
+    return {**fields, "cost_usd": batch_cost({**fields, "first_seen_at": first_seen_at}, prices or PriceTable.load())}
+
+
 def _keep_request_codes(batch: Batch, fields: dict) -> dict:
     """A finished batch may have an indexed archive (batches/results.py): its search text keeps the error codes
     of its requests when the API's payload changes."""
@@ -115,9 +125,10 @@ def store_new_batches(connection: Connection, field_list: list[dict], *, observe
     The cold import's fast path. Returns None when any of them appeared meanwhile (a concurrent sync);
     the caller then stores them one at a time through store_batch().
     """
+    prices = PriceTable.load()
     rows = [
-        Batch(connection=connection, first_seen_at=observed_at, last_synced_at=observed_at,
-              last_changed_at=observed_at, version=1, **fields, **sort_columns(fields))
+        Batch(connection=connection, first_seen_at=observed_at, last_synced_at=observed_at, last_changed_at=observed_at,
+              version=1, **_priced({**fields, **sort_columns(fields)}, observed_at, prices))
         for fields in field_list
     ]
     try:

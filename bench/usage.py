@@ -3,8 +3,8 @@
     python bench/usage.py [--batches 1000000] [--rounds 10] [--database-url postgres://...]
 
 The batches are bench/pages.py's (three connections, four models, every status, teams and projects in their
-metadata, created evenly over 330 days; set-based SQL), one snapshot each. `manage.py rebuild_usage`'s function
-fills the rollup, timed. Then, in-process around Django's test client (no network), an Admin (who sees every
+metadata, created evenly over 330 days; set-based SQL), one snapshot each. `manage.py rebuild_usage`'s functions
+fill the rollup and every batch's stored cost, timed. Then, in-process around Django's test client (no network), an Admin (who sees every
 connection) opens /usage/ for the last 7, 30 and 90 days stacked by model and by metadata team, and each of the
 page's CSV tables; /metrics is scraped with a token. Printed: p50, p95 and max ms and the SQL queries per page.
 Target: p95 < 300 ms at 1,000,000 batches on PostgreSQL.
@@ -38,7 +38,7 @@ def run(args) -> None:
     from django.test import Client
 
     from batches.store import rebuild_batch_counts
-    from usage import rollup
+    from usage import prices, rollup
     from usage.models import DailyDuration, DailyUsage
 
     started = time.monotonic()
@@ -48,6 +48,9 @@ def run(args) -> None:
     started = time.monotonic()
     counted = rollup.rebuild()
     rebuilt = time.monotonic() - started
+    started = time.monotonic()
+    repriced = prices.reprice()  # what `manage.py rebuild_usage` does next: every batch's stored cost
+    repricing = time.monotonic() - started
     if db.vendor == "postgresql":
         with db.cursor() as cursor:
             cursor.execute("ANALYZE")
@@ -76,7 +79,7 @@ def run(args) -> None:
     print(f"Usage benchmark: {args.batches:,} batches (generated in {generated:.1f} s), database {db.vendor}; "
           f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"rollup rebuild: {counted:,} batches in {rebuilt:.1f} s -> {DailyUsage.objects.count():,} usage rows, "
-          f"{DailyDuration.objects.count():,} duration rows")
+          f"{DailyDuration.objects.count():,} duration rows; re-pricing: {repriced:,} batch costs in {repricing:.1f} s")
     print(table(rows, ("page", "rounds", "p50 ms", "p95 ms", "max ms", "queries")))
     worst = max(float(row[3]) for row in rows)
     print(f"Target p95 < {TARGET_MS} ms on every page: {'met' if worst < TARGET_MS else 'MISSED'} "

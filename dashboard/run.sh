@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Started by `make run`: the simulator (when no OPENAI_API_KEY), a Celery worker with beat (syncs, and alerts
 # from the `notifications` queue), a worker for the `files` queue (error-file scans, file metadata), one for the
-# `archive` queue (copies of finished batches' files, their cleanup, the request index), and the web server, in the
-# foreground. Ctrl-C stops every one of them.
+# `archive` queue (copies of finished batches' files, their cleanup, the request index, re-pricing), and the web
+# server, in the foreground. Ctrl-C stops every one of them.
 set -euo pipefail
 trap 'trap - INT TERM EXIT; kill 0 2>/dev/null; wait 2>/dev/null' INT TERM EXIT
 

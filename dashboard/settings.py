@@ -490,6 +490,8 @@ CELERY_BEAT_SCHEDULE["derive-alert-events"] = {"task": "notifications.tasks.deri
 # Budgets are checked this often; a crossing raises its alert event at the next check.
 BUDGET_CHECK_SECONDS = env_number("BUDGET_CHECK_SECONDS", 300.0, minimum=1, cast=float)
 CELERY_TASK_ROUTES["usage.tasks.check_budgets"] = {"queue": "notifications"}
+# Re-pricing stored costs after a price change may read every batch: the `archive` queue's long-jobs worker.
+CELERY_TASK_ROUTES["usage.tasks.reprice_batches"] = {"queue": "archive"}
 CELERY_BEAT_SCHEDULE["check-budgets"] = {"task": "usage.tasks.check_budgets", "schedule": BUDGET_CHECK_SECONDS,
                                          "options": {"expires": BUDGET_CHECK_SECONDS}}
 

@@ -44,7 +44,21 @@ def connection(db, request):
     conn = Connection(name="Simulator", slug="sim", base_url=base_url, poll_interval=15)
     conn.set_api_key(SIM_KEY)
     conn.save()
+    _seed_prices()
     return conn
+
+
+def _seed_prices() -> None:
+    """The price table as its migration fills it (the starter table), when a transactional test's flush emptied
+    it: tests that store batches see the costs a fresh install sees."""
+    import importlib
+
+    from django.apps import apps
+
+    from usage.models import ModelPrice
+
+    if not ModelPrice.objects.exists():
+        importlib.import_module("usage.migrations.0002_seed_prices_fill_rollup").seed_prices(apps, None)
 
 
 # A webhook signing secret as OpenAI shows one: whsec_ and 32 random bytes in base64 (fixed for tests).

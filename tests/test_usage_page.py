@@ -57,9 +57,11 @@ def test_the_page_shows_totals_charts_tables_top_batches_and_timing(client, logi
         assert '<svg class="bars"' in chart and chart.count('<g class="bar"') == 7  # a bar per day
         assert 'class="series-0"' in chart and '<ul class="legend small">' in chart
     cost = _table(page, "cost")
-    assert cost[0] == ["Day", "gpt-4o", "gpt-4o-mini", "Total"]
-    assert cost[2] == ["2026-03-03", "9.5000", "3.0000", "12.5000"]
-    assert 'aria-label="2026-03-03: $12.50 (gpt-4o: $9.50; gpt-4o-mini: $3.00)"' in page
+    # The stacks in one order (most requests first), so that a model has one colour in every chart.
+    assert cost[0] == ["Day", "gpt-4o-mini", "gpt-4o", "Total"]
+    assert _table(page, "tokens")[0] == _table(page, "requests")[0] == cost[0]
+    assert cost[2] == ["2026-03-03", "3.0000", "9.5000", "12.5000"]
+    assert 'aria-label="2026-03-03: $12.50 (gpt-4o-mini: $3.00; gpt-4o: $9.50)"' in page
     top = _section(page, "top-cost")
     assert top.index("batch_big_tue") < top.index("batch_other_tue") < top.index("batch_mini_mon")
     assert "$9.5000" in top and "batch_outside" not in top

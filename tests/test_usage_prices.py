@@ -59,6 +59,55 @@ def test_a_price_added_for_an_earlier_day_reprices_that_history_only(client, mar
     assert "<strong>$2.0000</strong> estimated" in client.get("/batches/sim/batch_after/").content.decode()
 
 
+def test_the_store_keeps_each_batch_cost_for_ranking(connection, march, store_usage):
+    from batches.models import Batch
+
+    assert dict(Batch.objects.values_list("batch_id", "cost_usd")) == {"batch_before": 1.0, "batch_after": 2.0}
+    store_usage(connection, "batch_before", date(2026, 3, 5), input=3_000_000)  # the API reports more usage
+    assert Batch.objects.get(batch_id="batch_before").cost_usd == 3.0
+
+
+def test_a_price_change_queues_the_repricing_of_stored_costs_which_reorders_the_top_list(client, march, monkeypatch):
+    from batches.models import Batch
+    from usage import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.reprice_batches, "delay", queued.append)
+    client.post("/usage/prices/", {"model": "gpt-4o-mini", "valid_from": "2026-03-01", "input": "10",
+                                   "cached_input": "5", "output": "40"})
+    assert queued == ["gpt-4o-mini"]
+    assert Batch.objects.get(batch_id="batch_before").cost_usd == 1.0  # until the task runs
+    assert prices.reprice(prefix=queued[0]) == 1
+    assert dict(Batch.objects.values_list("batch_id", "cost_usd")) == {"batch_before": 5.0, "batch_after": 2.0}
+    top = client.get(MARCH).content.decode().split('id="top-cost"')[1]
+    assert top.index("batch_before") < top.index("batch_after")
+
+
+def test_a_price_change_still_saves_when_the_broker_is_down(client, march, monkeypatch):
+    from usage import tasks
+
+    def refuse(prefix):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.reprice_batches, "delay", refuse)
+    price = ModelPrice.objects.get(valid_from=date(2026, 3, 10))
+    response = client.post(f"/usage/prices/{price.pk}/", {"model": "gpt-4o-mini", "valid_from": "2026-03-10",
+                                                          "input": "8", "cached_input": "4", "output": "32"},
+                           follow=True)
+    assert ModelPrice.objects.get(pk=price.pk).input == Decimal(8)
+    assert "could not be re-priced now" in response.content.decode()
+
+
+def test_rebuild_usage_also_reprices_every_batch(march):
+    from django.core.management import call_command
+
+    from batches.models import Batch
+
+    Batch.objects.update(cost_usd=None)
+    call_command("rebuild_usage", stdout=open(os.devnull, "w"))
+    assert dict(Batch.objects.values_list("batch_id", "cost_usd")) == {"batch_before": 1.0, "batch_after": 2.0}
+
+
 def test_cached_input_is_priced_at_the_cached_rate_and_output_at_its_own(set_prices):
     set_prices(("gpt-4o-mini", date(2024, 1, 1), 2, 1, 8))
     table = prices.PriceTable.load()
@@ -145,11 +194,12 @@ def test_a_fresh_database_starts_with_the_starter_table(tmp_path):
 def test_model_prices_json_seeds_the_first_migration_only(tmp_path):
     database = tmp_path / "db.sqlite3"
     _manage(database, "migrate", "--no-input", prices_json='{"acme-1": {"input": 1.5, "output": 3}}')
-    assert _manage(database, "shell", "-c", SHOW).stdout.strip().splitlines()[-1] == "[('acme-1', '1.5000', 'MODEL_PRICES_JSON')]"
+    seeded = "[('acme-1', '1.5000', 'MODEL_PRICES_JSON')]"
+    assert _manage(database, "shell", "-c", SHOW).stdout.strip().splitlines()[-1] == seeded
     # Later: the table edited in the app wins, whatever the variable says now.
     _manage(database, "migrate", "--no-input", prices_json='{"acme-2": {"input": 9}}')
     assert _manage(database, "shell", "-c", SHOW,
-                   prices_json='{"acme-2": {"input": 9}}').stdout.strip().splitlines()[-1] == "[('acme-1', '1.5000', 'MODEL_PRICES_JSON')]"
+                   prices_json='{"acme-2": {"input": 9}}').stdout.strip().splitlines()[-1] == seeded
 
 
 @pytest.mark.parametrize("value", ["not json", '["gpt-4o"]', '{"m": {"input": -1}}', '{"m": {"input": "cheap"}}',

@@ -3,7 +3,7 @@ their expected cost, a forecast to the period's end, and an alert event when 80%
 per threshold per period, through the alerts outbox)."""
 
 from calendar import monthrange
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db.models import Sum
@@ -79,7 +79,7 @@ def consumption(budget: Budget, *, prices: PriceTable, now: datetime) -> dict:
         elif input_tokens or output:
             unpriced.add(model)
     in_flight, averages = 0.0, {}
-    for batch in _batches(budget).filter(in_flight=True, created_at__date__gte=start).only(
+    for batch in _batches(budget).filter(in_flight=True, created_at__gte=datetime.combine(start, time.min, UTC)).only(
             "model", "created_at", "total_requests", "input_tokens", "cached_tokens", "output_tokens")[:5000]:
         if batch.model not in averages:
             averages[batch.model] = cost_per_request(prices, batch.model, today)
@@ -90,7 +90,7 @@ def consumption(budget: Budget, *, prices: PriceTable, now: datetime) -> dict:
         in_flight += max(max(batch.total_requests, 0) * averages[batch.model] - so_far, 0.0)
     amount = float(budget.amount_usd)
     total = spent + in_flight
-    elapsed = max((now - datetime.combine(start, datetime.min.time(), now.tzinfo)).total_seconds() / 86400, 1.0)
+    elapsed = max((now - datetime.combine(start, time.min, UTC)).total_seconds() / 86400, 1.0)
     length = (end - start).days
     forecast = total + spent / elapsed * max(length - elapsed, 0)
     return {"start": start, "end": end - timedelta(days=1), "spent": spent, "in_flight": in_flight, "total": total,

@@ -4,7 +4,7 @@ aria-label that hover and keyboard focus reveal."""
 
 import math
 
-WIDTH, HEIGHT = 640, 220
+WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 8, 10, 26
 SERIES_COLOURS = 8  # .series-0 … .series-7 in app.css
 

@@ -8,12 +8,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.conf import settings
-from django.db.models import Case, ExpressionWrapper, F, FloatField, Q, Sum, Value, When
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Sum
 from django.utils import timezone
 
 from batches import selectors
+
 from . import baselines
 from .budgets import consumption
 from .models import Budget, DailyDuration, DailyUsage
@@ -22,7 +21,8 @@ from .prices import PriceTable
 MAX_SERIES = 8  # stacks beyond the largest 8 are summed as "other"
 OTHER = "other"
 STACKS = {"connection": "connection_id", "model": "model", "endpoint": "endpoint"}
-CHARTS = {"cost": "Estimated cost (USD)", "tokens": "Tokens (input + output)", "requests": "Requests (succeeded + failed)"}
+CHARTS = {"cost": "Estimated cost (USD)", "tokens": "Tokens (input + output)",
+          "requests": "Requests (succeeded + failed)"}
 _SUMS = ("batches", "requests", "completed", "failed", "input_tokens", "cached_tokens", "output_tokens",
          "reasoning_tokens")
 
@@ -85,17 +85,23 @@ def report(*, user, period: Period, stack: str, prices: PriceTable) -> dict:
         cell["tokens"] += measures["input_tokens"] + measures["output_tokens"]
         cell["requests"] += measures["completed"] + measures["failed"]
         totals["cost"] += cost or 0.0
-    buckets = period.buckets()
-    return {"totals": totals, "charts": {kind: _series(cells, buckets, kind) for kind in CHARTS},
+    buckets, ordered = period.buckets(), _stack_order(cells)
+    return {"totals": totals, "charts": {kind: _series(cells, buckets, kind, ordered) for kind in CHARTS},
             "unpriced": sorted(unpriced.items()), "buckets": buckets}
 
 
-def _series(cells: dict, buckets: list[date], kind: str) -> dict:
-    """The chart's stacks (largest first, beyond MAX_SERIES summed as "other") and its table rows."""
-    by_label = defaultdict(float)
+def _stack_order(cells: dict) -> list[str]:
+    """The stacks, most requests first (then tokens, cost, name): one order, so one colour, in every chart."""
+    sums = defaultdict(lambda: [0, 0, 0.0])
     for (_, label), cell in cells.items():
-        by_label[label] += cell[kind]
-    ordered = [label for label, total in sorted(by_label.items(), key=lambda item: (-item[1], item[0])) if total]
+        for index, kind in enumerate(("requests", "tokens", "cost")):
+            sums[label][index] += cell[kind]
+    return sorted((label for label, totals in sums.items() if any(totals)),
+                  key=lambda label: (*(-total for total in sums[label]), label))
+
+
+def _series(cells: dict, buckets: list[date], kind: str, ordered: list[str]) -> dict:
+    """One chart's stacks (beyond MAX_SERIES, the smallest summed as "other") and its table rows."""
     shown = ordered if len(ordered) <= MAX_SERIES else ordered[:MAX_SERIES - 1] + [OTHER]
     kept = set(shown)
     table = []
@@ -108,41 +114,12 @@ def _series(cells: dict, buckets: list[date], kind: str) -> dict:
     return {"labels": shown, "rows": table, "total": sum(row["total"] for row in table)}
 
 
-def _cost_expression(models: list[str], period: Period, prices: PriceTable):
-    """The estimated cost of one batch in SQL: a CASE over the priced models (and price periods) of the page."""
-    uncached = Greatest(Coalesce(F("input_tokens"), 0) - Coalesce(F("cached_tokens"), 0), 0)
-    cached = Greatest(Coalesce(F("cached_tokens"), 0), 0)
-    output = Greatest(Coalesce(F("output_tokens"), 0), 0)
-    whens, discount = [], settings.BATCH_PRICE_DISCOUNT / 1_000_000
-    for model in models:
-        day = period.start
-        while day <= period.end:
-            price = prices.price(model, day)
-            until = day + timedelta(days=1)
-            while until <= period.end and prices.price(model, until) is price:
-                until += timedelta(days=1)
-            if price is not None:
-                whens.append(When(Q(model=model, created_at__gte=_start_of(day), created_at__lt=_start_of(until)),
-                                  then=(uncached * Value(float(price.input) * discount)
-                                        + cached * Value(float(price.cached_input) * discount)
-                                        + output * Value(float(price.output) * discount))))
-            day = until
-    return Case(*whens, default=Value(None), output_field=FloatField()) if whens else None
-
-
-def top_batches(*, user, period: Period, prices: PriceTable, limit: int = 10) -> dict:
-    """The period's most expensive batches and those with the most failed requests."""
-    connection_ids = selectors.visible_connection_ids(user)
+def top_batches(*, user, period: Period, limit: int = 10) -> dict:
+    """The period's most expensive batches (by their stored cost) and those with the most failed requests, each
+    read by its own index."""
     batches = selectors.visible_batches(user).filter(
         created_at__gte=_start_of(period.start), created_at__lt=_start_of(period.end + timedelta(days=1)))
-    models = list(_scoped(DailyUsage.objects.filter(day__gte=period.start, day__lte=period.end, meta_key="")
-                          .filter(Q(input_tokens__gt=0) | Q(output_tokens__gt=0)), connection_ids)
-                  .order_by().values_list("model", flat=True).distinct())
-    expression = _cost_expression(models, period, prices)
-    costly = []
-    if expression is not None:
-        costly = list(batches.filter(model__in=models).annotate(cost=ExpressionWrapper(expression, FloatField()))
-                      .filter(cost__gt=0).select_related("connection").order_by("-cost", "-id")[:limit])
+    costly = list(batches.filter(cost_usd__gt=0).select_related("connection").order_by("-cost_usd", "-id")[:limit])
     failing = list(batches.filter(failed_requests__gt=0).select_related("connection")
                    .order_by("-failed_requests", "-id")[:limit])
     return {"costly": costly, "failing": failing}

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError
 
-from . import budgets
+from . import budgets, prices
 
 _DB_RETRY = {"autoretry_for": (DatabaseError,), "retry_backoff": 2, "retry_backoff_max": 60, "max_retries": 8}
 
@@ -12,3 +12,8 @@ _DB_RETRY = {"autoretry_for": (DatabaseError,), "retry_backoff": 2, "retry_backo
 @shared_task(ignore_result=True, acks_late=True, expires=settings.BUDGET_CHECK_SECONDS, **_DB_RETRY)
 def check_budgets() -> int:
     return budgets.check_budgets()
+
+
+@shared_task(ignore_result=True, acks_late=True, **_DB_RETRY)
+def reprice_batches(prefix: str) -> int:
+    return prices.reprice(prefix=prefix)

@@ -2,6 +2,7 @@
 budget pages (Admins: `usage.change_modelprice`, `usage.change_budget`)."""
 
 import csv
+import logging
 
 from django.conf import settings
 from django.contrib import messages
@@ -18,6 +19,8 @@ from .forms import BudgetForm, PriceForm, UsageFilterForm
 from .models import PHASE_LABELS, Budget, ModelPrice
 from .prices import PriceTable
 
+
+log = logging.getLogger(__name__)
 
 def _filters(request) -> tuple[UsageFilterForm, selectors.Period, str]:
     """The query string over the defaults (the last 30 days, by day, stacked by model)."""
@@ -37,7 +40,7 @@ def usage_page(request):
              for kind, title in selectors.CHARTS.items()]
     return render(request, "usage/usage.html", {
         "form": form, "period": period, "stack": stack, "report": report, "charts": drawn,
-        "top": selectors.top_batches(user=request.user, period=period, prices=prices),
+        "top": selectors.top_batches(user=request.user, period=period),
         "timing": selectors.timing(user=request.user, period=period), "phase_labels": PHASE_LABELS,
         "budgets": selectors.budget_states(request.user, prices=prices),
         "query": request.GET.urlencode(), "baseline_days": settings.USAGE_BASELINE_DAYS,
@@ -85,13 +88,31 @@ def _require(request, permission: str) -> None:
 
 
 def _save(request, form, action: str, *, stamp: str = ""):
-    """Save a valid price or budget form (`stamp`: the field that records who), and audit it."""
+    """Save a valid price or budget form (`stamp`: the field that records who), and audit it. A price's
+    batches, under its old name and its new one, are re-priced in the background."""
+    before = form.initial.get("model", "")
     thing = form.save(commit=False)
     if stamp:
         setattr(thing, stamp, request.user)
     thing.save()
     _audit(request, action, thing)
+    if isinstance(thing, ModelPrice):
+        _reprice(request, before, thing.model)
     return thing
+
+
+def _reprice(request, *prefixes: str) -> None:
+    """Queue the re-pricing of the stored costs (the most expensive batches list) of these models; the price is
+    saved already (no ATOMIC_REQUESTS). The page's charts and totals are priced when read: new prices show at once."""
+    from .tasks import reprice_batches
+
+    try:
+        for prefix in sorted({p for p in prefixes if p}):
+            reprice_batches.delay(prefix)
+    except Exception:  # the broker is down: say so, the change itself stands
+        log.exception("re-pricing could not be queued")
+        messages.warning(request, "The most expensive batches list could not be re-priced now; it catches up "
+                                  "when `manage.py rebuild_usage` runs.")
 
 
 def _audit(request, action: str, thing) -> None:
@@ -141,6 +162,7 @@ def price_delete(request, pk: int):
         raise Http404("No such price")
     price.delete()
     _audit(request, "price_delete", price)
+    _reprice(request, price.model)
     messages.success(request, f"Price for {price.model} from {price.valid_from} removed.")
     return redirect("usage-prices")
 
