@@ -5,7 +5,7 @@ aria-label that hover and keyboard focus reveal."""
 import math
 
 WIDTH, HEIGHT = 960, 240
-LEFT, RIGHT, TOP, BOTTOM = 64, 8, 10, 26
+LEFT, RIGHT, TOP, BOTTOM = 84, 8, 14, 34
 SERIES_COLOURS = 8  # .series-0 … .series-7 in app.css
 
 
@@ -15,6 +15,15 @@ def money(value: float) -> str:
 
 def number(value: float) -> str:
     return f"{value:,.0f}"
+
+
+def compact(value: float, *, money_values: bool) -> str:
+    """An axis tick: $2.50, $1.2k, 800, 20M (the exact values are in each bar's title and the table)."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            text = f"{value / size:.1f}".removesuffix(".0") + suffix
+            return f"${text}" if money_values else text
+    return money(value) if money_values else number(value)
 
 
 def _nice_ceiling(value: float) -> float:
@@ -47,7 +56,8 @@ def stacked_bars(series: dict, *, money_values: bool) -> dict:
         bars.append({"segments": segments, "x": round(x, 2), "width": round(bar, 2),
                      "text": f"{row['bucket']:%Y-%m-%d}: {fmt(row['total'])}" + (f" ({'; '.join(parts)})" if parts
                                                                                     else "")})
-    ticks = [{"y": round(TOP + plot_height - share * plot_height, 2), "label": fmt(top * share)}
+    ticks = [{"y": round(TOP + plot_height - share * plot_height, 2), "label": compact(top * share,
+                                                                                     money_values=money_values)}
              for share in (0, 0.5, 1)]
     picks = sorted({0, len(rows) // 2, len(rows) - 1}) if rows else []
     x_labels = [{"x": round(LEFT + i * slot + slot / 2, 2), "label": f"{rows[i]['bucket']:%b %d}"} for i in picks]
