@@ -153,10 +153,13 @@ def test_a_team_member_sees_only_their_connections_usage(client, login, two_team
     assert _csv(client, "cost", f"{MARCH}&stack=connection")[0] == ["day", "Simulator", "total"]
 
 
-def test_a_user_without_a_role_is_refused(client, login, week):
+def test_a_user_without_a_role_is_refused_and_not_shown_the_link(client, login, week):
     login("norole")
     assert client.get("/usage/").status_code == 403
     assert client.get(f"/usage/cost.csv?{MARCH}").status_code == 403
+    assert 'href="/usage/"' not in client.get("/account/").content.decode()
+    login("viewer")
+    assert 'href="/usage/"' in client.get("/account/").content.decode()
 
 
 # ----- prices -------------------------------------------------------------------------------------------
