@@ -73,7 +73,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                 # Only invisible parts changed (timestamps, unknown keys, found again): no snapshot. The rollup
                 # counts by model, endpoint and timestamps too, so it follows them.
                 with transaction.atomic():
-                    if Batch.objects.filter(pk=batch.pk, version=batch.version).update(
+                    if Batch.objects.filter(**_as_read(batch)).update(
                             last_synced_at=observed_at, missing_since=None,
                             **_keep_request_codes(batch, _priced(fields, batch.first_seen_at))):
                         usage_before = rollup.values_of(batch)
@@ -83,7 +83,7 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
                     bump_data_version(connection)
             return batch, "unchanged"
         with transaction.atomic():
-            updated = Batch.objects.filter(pk=batch.pk, version=batch.version).update(
+            updated = Batch.objects.filter(**_as_read(batch)).update(
                 version=batch.version + 1, last_synced_at=observed_at, last_changed_at=observed_at,
                 missing_since=None, **_keep_request_codes(batch, _priced(fields, batch.first_seen_at))
             )
@@ -101,6 +101,18 @@ def store_fields(connection: Connection, fields: dict, *, observed_at: datetime 
             bump_data_version(connection)
         return batch, "changed"
     raise RuntimeError(f"batch {fields['batch_id']} kept changing under us")
+
+
+def _as_read(batch: Batch) -> dict:
+    """A filter matching the row only as it was read: its version, and the fields the usage rollup counts by that
+    change without a new version (model, endpoint, timestamps). Of two stores of one change, one updates the row
+    and moves its rollup rows; the other finds nothing to update and reads the row again."""
+    return {"pk": batch.pk, "version": batch.version,
+            **{name: getattr(batch, name) for name in rollup.FIELDS if name not in _SAME_OR_VERSIONED}}
+
+
+# Fields that never change (connection_id, first_seen_at) or change only with a new version (the visible ones).
+_SAME_OR_VERSIONED = {"connection_id", "first_seen_at", *VISIBLE_FIELDS}
 
 
 def _priced(fields: dict, first_seen_at: datetime, prices: PriceTable | None = None) -> dict:

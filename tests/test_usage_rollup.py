@@ -147,3 +147,21 @@ def test_rebuild_usage_recounts_a_damaged_rollup(connection, store_usage):
     call_command("rebuild_usage", stdout=out)
     assert "Rolled up 2 batches" in out.getvalue()
     assert _kept() == expected == _direct()
+
+
+def test_two_stores_of_one_invisible_change_move_the_rollup_once(connection):
+    """Two workers read the batch, then both store a payload whose only changes are its days (no new version):
+    one moves its rollup rows, the other finds the row changed and leaves them."""
+    from batches.models import Batch
+    from batches.payload import batch_fields
+    from batches.store import store_batch, store_fields
+    from tests import payloads
+
+    first = payloads.batch(id="batch_r", status="completed", model="gpt-4o", in_progress_at=payloads.CREATED + 5,
+                           finalizing_at=payloads.CREATED + 60, completed_at=payloads.CREATED + 90)
+    store_batch(connection, first)
+    read_by_a, read_by_b = Batch.objects.get(batch_id="batch_r"), Batch.objects.get(batch_id="batch_r")
+    later = {**first, "created_at": payloads.CREATED + 2 * 86400, "completed_at": payloads.CREATED + 3 * 86400}
+    store_fields(connection, batch_fields(later), known={"batch_r": read_by_a})
+    store_fields(connection, batch_fields(later), known={"batch_r": read_by_b})
+    assert _kept() == _direct()
