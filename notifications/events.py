@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
@@ -19,6 +20,9 @@ from .models import Event
 
 log = logging.getLogger(__name__)
 
+
+# Batches looked at per kind and status in one derive_events() run; the rest wait for the next run.
+DERIVE_LIMIT = 500
 
 def status_changed(batch: Batch, *, was: str | None) -> None:
     """batches/store.py stored `batch` in a new status (`was` None: a batch first seen). Called inside the
@@ -122,13 +126,19 @@ def derive_events(*, now: datetime | None = None) -> int:
     expiring = (Batch.objects.filter(
         connection_id__in=ids, status__in=("validating", "in_progress"), expires_at__gt=now,
         expires_at__lte=now + timedelta(hours=settings.ALERT_EXPIRING_HOURS),
-        done_permille__lt=settings.ALERT_EXPIRING_DONE_PERCENT * 10).select_related("connection")[:500])
+        done_permille__lt=settings.ALERT_EXPIRING_DONE_PERCENT * 10)
+        .exclude(_told("expiring_soon")).select_related("connection").order_by("expires_at", "pk")[:DERIVE_LIMIT])
     events += [_batch_event(b, "batch.expiring_soon", f"batch:{b.pk}:expiring_soon",
                             reason=f"expires in {_duration(b.expires_at - now)} with {b.progress()['done']:g}% done")
                for b in expiring]
     for connection in imported:
         events += _connection_health_events(connection, now)
     return create_events(events)
+
+
+def _told(episode: str) -> Exists:
+    """The batch already has this episode's event (its dedupe key ends so), so it need not be looked at."""
+    return Exists(Event.objects.filter(batch=OuterRef("pk"), dedupe_key__endswith=f":{episode}"))
 
 
 def _stuck_events(connection_ids: list[int], now: datetime) -> list[Event]:
@@ -139,8 +149,12 @@ def _stuck_events(connection_ids: list[int], now: datetime) -> list[Event]:
     events, known = [], {}
     for status, seconds in settings.STUCK_AFTER_SECONDS.items():
         shortest = min(seconds, settings.STUCK_BASELINE_FLOOR_SECONDS)
-        candidates = (Batch.objects.filter(connection_id__in=connection_ids, status=status, **{
-            f"{STATUS_TIMESTAMP[status]}__lt": now - timedelta(seconds=shortest)}).select_related("connection")[:500])
+        # The oldest first, and not those already told about: a stuck batch behind 500 others is still seen.
+        since = STATUS_TIMESTAMP[status]
+        candidates = (Batch.objects.filter(connection_id__in=connection_ids, status=status,
+                                           **{f"{since}__lt": now - timedelta(seconds=shortest)})
+                      .exclude(_told(f"stuck:{status}"))
+                      .select_related("connection").order_by(since, "pk")[:DERIVE_LIMIT])
         for batch in candidates:
             group = (batch.connection_id, batch.model, batch.endpoint)
             if group not in known:

@@ -241,3 +241,21 @@ def test_a_broken_hook_never_breaks_a_sync(imported, make_channel, settings):
     del settings.BATCHBOARD_BASE_URL
     batch = _store(imported, status="validating")
     assert Batch.objects.filter(pk=batch.pk).exists()
+
+
+def test_stuck_and_expiring_batches_beyond_one_run_are_seen_by_the_next(imported, monkeypatch):
+    """Each run looks at DERIVE_LIMIT batches, oldest first, leaving those already told about: none is starved."""
+    from notifications import events
+    from notifications.models import Event
+
+    monkeypatch.setattr(events, "DERIVE_LIMIT", 1)
+    for n in range(3):
+        _store(imported, id=f"batch_stuck_{n}", status="finalizing", created_at=_ts(-timedelta(hours=5)),
+               finalizing_at=_ts(-timedelta(hours=2, minutes=n)))
+        _store(imported, id=f"batch_expiring_{n}", status="in_progress", created_at=_ts(-timedelta(hours=23)),
+               in_progress_at=_ts(-timedelta(hours=22)), expires_at=_ts(timedelta(minutes=30 + n)),
+               request_counts={"total": 100, "completed": 10, "failed": 0})
+    for _ in range(3):
+        events.derive_events()
+    assert Event.objects.filter(kind="batch.stuck").count() == 3
+    assert Event.objects.filter(kind="batch.expiring_soon").count() == 3

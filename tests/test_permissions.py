@@ -206,9 +206,15 @@ ANOTHER_TEAMS_BUDGET = {  # a budget on the batch's connection, which Red does n
     "usage-budget": {"GET": (302, 403, 403, 403, 404), "POST": (302, 403, 403, 403, 404)},
     "usage-budget-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 404)},
 }
-TEAM_MATRIX = {("Red", "sim"): MATRIX,
-               ("Red", "other"): {**ANOTHER_TEAMS_BATCH, **ANOTHER_TEAMS_CHANNEL, **ANOTHER_TEAMS_BUDGET},
-               ("Blue", "other"): VIEWER_CEILING}
+PRICES_ARE_EVERYONES = {  # an Admin limited to their team's connections may not change every team's prices
+    "usage-prices": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},
+    "usage-price": {"GET": (302, 403, 403, 403, 403), "POST": (302, 403, 403, 403, 403)},
+    "usage-price-delete": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 403, 403, 403)},
+}
+TEAM_MATRIX = {("Red", "sim"): {**MATRIX, **PRICES_ARE_EVERYONES},
+               ("Red", "other"): {**ANOTHER_TEAMS_BATCH, **ANOTHER_TEAMS_CHANNEL, **ANOTHER_TEAMS_BUDGET,
+                                  **PRICES_ARE_EVERYONES},
+               ("Blue", "other"): {**VIEWER_CEILING, **PRICES_ARE_EVERYONES}}
 
 
 @pytest.mark.parametrize("team,slug", TEAM_MATRIX)

@@ -3,7 +3,7 @@ batches, timing, scoping to the user's connections; and the price and budget pag
 
 import csv
 import re
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -107,14 +107,27 @@ def test_week_grouping_sums_each_monday_to_sunday(client, login, week):
     ("period=custom&start=2026-03-08", "A custom period needs a first and a last day."),
     ("period=custom&start=2026-03-99&end=2026-04-01", "Enter a valid date."),
     ("period=custom&start=2024-01-01&end=2026-03-01", "A period spans at most 366 days."),
+    ("period=custom&start=9999-12-01&end=9999-12-31", "A period lies between 2000-01-01 and a year from today."),
+    ("period=custom&start=0001-01-03&end=0001-01-09&group=week",
+     "A period lies between 2000-01-01 and a year from today."),
 ])
 def test_a_bad_custom_period_says_why_and_shows_the_last_30_days(client, login, week, query, message):
+    from django.utils import timezone
+
     login("viewer")
     response = client.get(f"/usage/?{query}")
     page = response.content.decode()
     assert response.status_code == 200
-    assert message in page and "Showing the last 30 days." in page
-    assert len(_table(page, "cost")) == 31  # the header and 30 days
+    today = timezone.now().date()
+    assert message in page and f"Shown instead: {today - timedelta(days=29)} to {today}" in page
+    assert len(_table(page, "cost")) == (31 if "group=week" not in query else len(_table(page, "cost")))
+
+
+def test_a_bad_stack_falls_back_alone_and_keeps_a_good_period(client, login, week):
+    login("viewer")
+    page = client.get(f"/usage/?{MARCH}&stack=meta:gone").content.decode()
+    assert "Select a valid choice." in page and "Shown instead: 2026-03-02 to 2026-03-08, stacked by model" in page
+    assert _table(page, "cost")[0] == ["Day", "gpt-4o-mini", "gpt-4o", "Total"]
 
 
 def test_each_csv_equals_the_table_on_the_page(client, login, week):

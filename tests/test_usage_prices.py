@@ -212,3 +212,23 @@ def test_a_bad_model_prices_json_is_refused_at_start_up(value):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "ImproperlyConfigured: MODEL_PRICES_JSON" in result.stderr
+
+
+def test_a_name_prices_its_dated_snapshots_not_other_models_that_start_alike(set_prices):
+    set_prices(("o3", date(2024, 1, 1), 2, 0.5, 8), ("gpt-4", date(2024, 1, 1), 30, 30, 60),
+               ("ft:gpt-4o-mini*", date(2024, 1, 1), 0.3, 0.15, 1.2))
+    table, day = prices.PriceTable.load(), date(2026, 3, 1)
+    assert table.price("o3", day).model == table.price("o3-2025-04-16", day).model == "o3"
+    assert table.price("gpt-4-0613", day).model == "gpt-4"
+    for other in ("o3-pro", "o3-deep-research", "o3-mini", "gpt-4o", "gpt-4-turbo"):
+        assert table.price(other, day) is None, other
+    assert table.price("ft:gpt-4o-mini-2024-07-18:acme::x9", day).model == "ft:gpt-4o-mini*"
+
+
+def test_a_hostile_token_count_costs_no_more_than_the_rollup_counts(connection, set_prices, store_usage):
+    from batches.models import Batch
+
+    set_prices(("gpt-4o-mini", date(2024, 1, 1), 2, 1, 8))
+    store_usage(connection, "batch_huge", date(2026, 3, 2), input=2**62)
+    # at most 10^12 tokens a batch: $2 a million, half with the batch discount
+    assert Batch.objects.get(batch_id="batch_huge").cost_usd == pytest.approx(10**12 / 1_000_000)

@@ -13,7 +13,7 @@ from django.utils import timezone
 from batches.models import Batch
 
 from .models import Budget, DailyUsage
-from .prices import PriceTable
+from .prices import PriceTable, prices_model
 
 THRESHOLDS = (80, 100)
 EVENT_KINDS = {80: "budget.nearly_spent", 100: "budget.spent"}
@@ -28,21 +28,30 @@ def period_of(budget: Budget, today: date) -> tuple[date, date]:
     return start, start + timedelta(days=monthrange(today.year, today.month)[1])
 
 
-def _usage(budget: Budget):
+def _models(budget: Budget) -> list[str] | None:
+    """The stored models a budget's model counts, as a price row of that name prices them (prices_model: the
+    model, its dated snapshots, or a `*` prefix); None when the budget is for every model."""
+    if not budget.model:
+        return None
+    known = DailyUsage.objects.filter(meta_key="").order_by().values_list("model", flat=True).distinct()
+    return [model for model in known if prices_model(budget.model, model)]
+
+
+def _usage(budget: Budget, models: list[str] | None):
     rows = DailyUsage.objects.filter(meta_key=budget.meta_key, meta_value=budget.meta_value if budget.meta_key else "")
     if budget.connection_id:
         rows = rows.filter(connection_id=budget.connection_id)
-    if budget.model:
-        rows = rows.filter(model__startswith=budget.model)
+    if models is not None:
+        rows = rows.filter(model__in=models)
     return rows
 
 
-def _batches(budget: Budget):
+def _batches(budget: Budget, models: list[str] | None):
     batches = Batch.objects.all()
     if budget.connection_id:
         batches = batches.filter(connection_id=budget.connection_id)
-    if budget.model:
-        batches = batches.filter(model__startswith=budget.model)
+    if models is not None:
+        batches = batches.filter(model__in=models)
     if budget.meta_key:
         batches = batches.filter(**{f"metadata__{budget.meta_key}": budget.meta_value})
     return batches
@@ -67,11 +76,11 @@ def cost_per_request(prices: PriceTable, model: str, today: date) -> float | Non
 def consumption(budget: Budget, *, prices: PriceTable, now: datetime) -> dict:
     """Spent so far (finished and running batches' tokens), the in-flight part still expected, the total as a
     percentage of the amount, and a forecast to the period's end."""
-    today = now.date()
+    today, models = now.date(), _models(budget)
     start, end = period_of(budget, today)
     spent, unpriced = 0.0, set()
     for day, model, input_tokens, cached, output in (
-            _usage(budget).filter(day__gte=start, day__lt=end).order_by().values_list("day", "model")
+            _usage(budget, models).filter(day__gte=start, day__lt=end).order_by().values_list("day", "model")
             .annotate(Sum("input_tokens"), Sum("cached_tokens"), Sum("output_tokens"))):
         priced = prices.cost(model, day, input_tokens=input_tokens, cached_tokens=cached, output_tokens=output)
         if priced is not None:
@@ -79,8 +88,9 @@ def consumption(budget: Budget, *, prices: PriceTable, now: datetime) -> dict:
         elif input_tokens or output:
             unpriced.add(model)
     in_flight, averages = 0.0, {}
-    for batch in _batches(budget).filter(in_flight=True, created_at__gte=datetime.combine(start, time.min, UTC)).only(
-            "model", "created_at", "total_requests", "input_tokens", "cached_tokens", "output_tokens")[:5000]:
+    running = _batches(budget, models).filter(in_flight=True, created_at__gte=datetime.combine(start, time.min, UTC))
+    for batch in running.only("model", "created_at", "first_seen_at", "total_requests", "input_tokens",
+                              "cached_tokens", "output_tokens")[:5000]:
         if batch.model not in averages:
             averages[batch.model] = cost_per_request(prices, batch.model, today)
         if averages[batch.model] is None:

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django import forms
 from django.conf import settings
@@ -9,6 +9,7 @@ from .selectors import STACKS, Period
 
 PERIODS = [("7", "Last 7 days"), ("30", "Last 30 days"), ("90", "Last 90 days"), ("custom", "Custom")]
 MAX_DAYS = 366
+EARLIEST = date(2000, 1, 1)  # before any batch; keeps date arithmetic far from year 1 and 9999
 
 
 def stack_choices() -> list[tuple[str, str]]:
@@ -17,7 +18,8 @@ def stack_choices() -> list[tuple[str, str]]:
 
 
 class UsageFilterForm(forms.Form):
-    """The usage page's query string; anything it does not know falls back to the last 30 days by model."""
+    """The usage page's query string. Each field it cannot read falls back on its own (a bad period to the last
+    30 days, a bad stack to the model), and the page says why."""
 
     DEFAULTS = {"period": "30", "group": "day", "stack": "model"}
 
@@ -41,20 +43,25 @@ class UsageFilterForm(forms.Form):
                 raise forms.ValidationError("The first day must not be after the last.")
             if (end - start).days >= MAX_DAYS:
                 raise forms.ValidationError(f"A period spans at most {MAX_DAYS} days.")
+            today = timezone.now().date()
+            if start < EARLIEST or end > today + timedelta(days=MAX_DAYS):
+                raise forms.ValidationError(f"A period lies between {EARLIEST} and a year from today.")
         return data
 
     def period_value(self) -> Period:
-        """The period asked for, or the last 30 days when the form is not valid."""
-        data = self.cleaned_data if self.is_valid() else self.DEFAULTS
-        today = timezone.now().date()
-        group = data.get("group") or "day"
-        if data.get("period") == "custom":
+        """The period asked for, or the last 30 days when it cannot be read (grouped as asked, if that can)."""
+        self.is_valid()
+        data, today = self.cleaned_data, timezone.now().date()
+        group = data.get("group") or self.DEFAULTS["group"]
+        if data.get("period") == "custom" and not self.non_field_errors() and data.get("start") and data.get("end"):
             return Period(data["start"], data["end"], group)
-        days = int(data.get("period") or 30)
+        chosen = data.get("period")
+        days = int(chosen if chosen and chosen != "custom" else self.DEFAULTS["period"])
         return Period(today - timedelta(days=days - 1), today, group)
 
     def stack_value(self) -> str:
-        return (self.cleaned_data.get("stack") if self.is_valid() else "") or self.DEFAULTS["stack"]
+        self.is_valid()
+        return self.cleaned_data.get("stack") or self.DEFAULTS["stack"]
 
 
 class PriceForm(forms.ModelForm):

@@ -20,8 +20,9 @@ PHASE_LABELS = {"validating": "validating", "in_progress": "in progress", "final
 class ModelPrice(models.Model):
     """USD per million tokens for a model (or a prefix: `gpt-4o` prices `gpt-4o-2024-08-06`), from a day on."""
 
-    model = models.CharField(max_length=255, help_text="A model name, or its prefix: gpt-4o also prices "
-                                                       "gpt-4o-2024-08-06 (the longest match wins)")
+    model = models.CharField(max_length=255, help_text="A model name; it also prices its dated snapshots "
+                                                       "(gpt-4o: gpt-4o-2024-08-06). End it with * to price every "
+                                                       "model starting so (ft:gpt-4o-mini*)")
     valid_from = models.DateField(help_text="Batches created on or after this day (UTC) are priced by this row, "
                                             "until a later row of the same model")
     input = models.DecimalField("input", max_digits=12, decimal_places=4, help_text="USD per 1M input tokens")
@@ -104,7 +105,8 @@ class Budget(models.Model):
     period = models.CharField(max_length=8, choices=PERIODS, default=MONTH)
     connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
                                    help_text="Empty: every connection")
-    model = models.CharField(max_length=255, blank=True, help_text="Empty: every model")
+    model = models.CharField(max_length=255, blank=True, help_text="Empty: every model. It counts the models a "
+                                                                   "price row of this name prices")
     meta_key = models.CharField("metadata key", max_length=64, blank=True,
                                 help_text="One of USAGE_METADATA_KEYS, e.g. team; empty: any")
     meta_value = models.CharField("metadata value", max_length=100, blank=True)

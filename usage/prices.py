@@ -1,9 +1,11 @@
 """Pricing: the ModelPrice table, read once per page, and what tokens cost at the price of their day.
 
-A model matches its longest priced prefix; among that prefix's rows, the latest `valid_from` on or before the
-day. The batch discount (BATCH_PRICE_DISCOUNT) applies on top: the Batch API bills half the standard rate.
+A model is priced by the longest row name that prices it (its own, its dated snapshot's, or a `*` prefix); among
+that name's rows, the latest `valid_from` on or before the day. The batch discount (BATCH_PRICE_DISCOUNT)
+applies on top: the Batch API bills half the standard rate.
 """
 
+import re
 from datetime import date
 from decimal import Decimal
 
@@ -32,8 +34,22 @@ STARTER_PRICES = {
 }
 
 
+# A dated snapshot of a model: gpt-4o-2024-08-06, gpt-4-0613.
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})")
+
+
+def prices_model(name: str, model: str) -> bool:
+    """Whether a price row named `name` prices `model`: the same name, one of its dated snapshots, or, for a name
+    ending in `*`, any model starting with the rest (`ft:gpt-4o-mini*`). So `o3` prices `o3-2025-04-16` but not
+    `o3-pro`, which is listed as unpriced until it has a row of its own."""
+    if name.endswith("*"):
+        return model.startswith(name[:-1])
+    return model == name or (model.startswith(name) and bool(_SNAPSHOT.fullmatch(model[len(name):])))
+
+
 class PriceTable:
-    """Every ModelPrice row in memory (a few dozen): price lookups for a whole page cost one query."""
+    """Every ModelPrice row in memory (a few dozen): price lookups for a whole page cost one query. Of the rows
+    that price a model (prices_model), the longest name wins."""
 
     def __init__(self, rows):
         self._rows: dict[str, list] = {}
@@ -49,7 +65,7 @@ class PriceTable:
 
     def _prefix(self, model: str) -> str | None:
         if model not in self._match:
-            matches = [name for name in self._rows if model.startswith(name)]
+            matches = [name for name in self._rows if prices_model(name, model)]
             self._match[model] = max(matches, key=len) if matches else None
         return self._match[model]
 
@@ -77,10 +93,10 @@ def batch_cost(value: dict, prices: PriceTable) -> float | None:
     before it has usage, or for an unpriced model."""
     if value.get("input_tokens") is None:
         return None
-    from .rollup import day_of
+    from .rollup import capped, day_of
 
-    return prices.cost(value["model"], day_of(value), input_tokens=value["input_tokens"],
-                       cached_tokens=value["cached_tokens"], output_tokens=value["output_tokens"])
+    return prices.cost(value["model"], day_of(value), **{name: capped(value[name]) for name in (
+        "input_tokens", "cached_tokens", "output_tokens")})
 
 
 def reprice(*, prefix: str = "", batch_model=None, price_model=None, chunk: int = 2000) -> int:
@@ -93,8 +109,8 @@ def reprice(*, prefix: str = "", batch_model=None, price_model=None, chunk: int 
     prices, last, changed = PriceTable(price_model.objects.all()), 0, 0
     names = ("pk", "model", "created_at", "first_seen_at", "input_tokens", "cached_tokens", "output_tokens", "cost_usd")
     while True:
-        rows = list(batch_model.objects.filter(pk__gt=last, model__startswith=prefix).order_by("pk")
-                    .values(*names)[:chunk])
+        rows = list(batch_model.objects.filter(pk__gt=last, model__startswith=prefix.removesuffix("*"))
+                    .order_by("pk").values(*names)[:chunk])
         if not rows:
             return changed
         last = rows[-1]["pk"]

@@ -30,9 +30,14 @@ PHASE_SPANS = {"validating": ("created_at", "in_progress_at"), "in_progress": ("
                "finalizing": ("finalizing_at", "completed_at"), "cancelling": ("cancelling_at", "cancelled_at"),
                "end_to_end": ("created_at", "completed_at")}
 # Histogram buckets: bucket k holds durations in [2^(k/4), 2^((k+1)/4)) seconds, about 19% wide; the last one
-# everything from 2^(LAST/4) s (about 6 days) on.
+# everything from 2^(LAST_BUCKET/4) s (about 8.6 days) on.
 BUCKETS_PER_DOUBLING = 4
 LAST_BUCKET = 78
+
+
+def capped(count) -> int:
+    """A count of one batch as the rollup and its cost take it: none as 0, at most _CAP, never negative."""
+    return min(max(count or 0, 0), _CAP)
 
 
 def bucket_of(seconds: float) -> int:
@@ -59,7 +64,7 @@ def rows(value: dict) -> tuple[dict, dict]:
     """A batch's part of the rollup: {usage key: measures} and {duration key: 1}."""
     day = day_of(value)
     model, endpoint = (value["model"] or "")[:255], (value["endpoint"] or "")[:255]
-    measures = (1, *(min(max(value[name] or 0, 0), _CAP) for name in _COUNTS))
+    measures = (1, *(capped(value[name]) for name in _COUNTS))
     usage = {(day, "", value["connection_id"], model, endpoint, ""): measures}
     metadata = value["metadata"] if isinstance(value["metadata"], dict) else {}
     for key in settings.USAGE_METADATA_KEYS:

@@ -44,6 +44,7 @@ def usage_page(request):
         "timing": selectors.timing(user=request.user, period=period), "phase_labels": PHASE_LABELS,
         "budgets": selectors.budget_states(request.user, prices=prices),
         "query": request.GET.urlencode(), "baseline_days": settings.USAGE_BASELINE_DAYS,
+        "can_edit_prices": may_edit_prices(request.user),
     })
 
 
@@ -87,6 +88,17 @@ def _require(request, permission: str) -> None:
         raise PermissionDenied
 
 
+def may_edit_prices(user, permission: str = "usage.change_modelprice") -> bool:
+    """Prices are everyone's: they change every team's costs, budgets and alerts, so only an Admin who sees every
+    connection edits them."""
+    return user.has_perm(permission) and batch_selectors.visible_connection_ids(user) is None
+
+
+def _require_prices(request, permission: str) -> None:
+    if not may_edit_prices(request.user, permission):
+        raise PermissionDenied
+
+
 def _save(request, form, action: str, *, stamp: str = ""):
     """Save a valid price or budget form (`stamp`: the field that records who), and audit it. A price's
     batches, under its old name and its new one, are re-priced in the background."""
@@ -125,13 +137,14 @@ def _audit(request, action: str, thing) -> None:
 @require_http_methods(["GET", "POST"])
 def price_list(request):
     """Every price row, and a form to add one; Admins only."""
-    _require(request, "usage.change_modelprice")
+    _require_prices(request, "usage.change_modelprice")
     form = PriceForm(_posted(request))
     if request.method == "POST" and form.is_valid():
         price = _save(request, form, "price_add", stamp="updated_by")
         messages.success(request, f"Price for {price.model} from {price.valid_from} added.")
         return redirect("usage-prices")
-    unknown = selectors.report(user=request.user, period=UsageFilterForm().period_value(), stack="model",
+    last_30_days = UsageFilterForm(UsageFilterForm.DEFAULTS).period_value()
+    unknown = selectors.report(user=request.user, period=last_30_days, stack="model",
                                prices=PriceTable.load())["unpriced"]
     return render(request, "usage/prices.html", {"form": form, "prices": ModelPrice.objects.all(), "unknown": unknown,
                                                  "discount": settings.BATCH_PRICE_DISCOUNT},
@@ -141,7 +154,7 @@ def price_list(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def price_edit(request, pk: int):
-    _require(request, "usage.change_modelprice")
+    _require_prices(request, "usage.change_modelprice")
     price = ModelPrice.objects.filter(pk=pk).first()
     if price is None:
         raise Http404("No such price")
@@ -156,7 +169,7 @@ def price_edit(request, pk: int):
 @login_required
 @require_POST
 def price_delete(request, pk: int):
-    _require(request, "usage.delete_modelprice")
+    _require_prices(request, "usage.delete_modelprice")
     price = ModelPrice.objects.filter(pk=pk).first()
     if price is None:
         raise Http404("No such price")

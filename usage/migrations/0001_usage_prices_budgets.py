@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=100)),
                 ('amount_usd', models.DecimalField(decimal_places=2, max_digits=12, verbose_name='amount (USD)')),
                 ('period', models.CharField(choices=[('month', 'per calendar month'), ('week', 'per week (Monday to Sunday, UTC)')], default='month', max_length=8)),
-                ('model', models.CharField(blank=True, help_text='Empty: every model', max_length=255)),
+                ('model', models.CharField(blank=True, help_text='Empty: every model. It counts the models a price row of this name prices', max_length=255)),
                 ('meta_key', models.CharField(blank=True, help_text='One of USAGE_METADATA_KEYS, e.g. team; empty: any', max_length=64, verbose_name='metadata key')),
                 ('meta_value', models.CharField(blank=True, max_length=100, verbose_name='metadata value')),
                 ('created', models.DateTimeField(default=django.utils.timezone.now)),
@@ -77,7 +77,7 @@ class Migration(migrations.Migration):
             name='ModelPrice',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(help_text='A model name, or its prefix: gpt-4o also prices gpt-4o-2024-08-06 (the longest match wins)', max_length=255)),
+                ('model', models.CharField(help_text='A model name; it also prices its dated snapshots (gpt-4o: gpt-4o-2024-08-06). End it with * to price every model starting so (ft:gpt-4o-mini*)', max_length=255)),
                 ('valid_from', models.DateField(help_text='Batches created on or after this day (UTC) are priced by this row, until a later row of the same model')),
                 ('input', models.DecimalField(decimal_places=4, help_text='USD per 1M input tokens', max_digits=12, verbose_name='input')),
                 ('cached_input', models.DecimalField(decimal_places=4, help_text='USD per 1M cached input tokens', max_digits=12, verbose_name='cached input')),
