@@ -83,7 +83,8 @@ def discovery() -> dict:
 
 def _check_discovery(document, issuer: str) -> None:
     # OpenID Connect Discovery 1.0, 4.3: the issuer in the document must be exactly the one we asked.
-    if not isinstance(document, dict) or document.get("issuer", "").rstrip("/") != issuer:
+    named = document.get("issuer") if isinstance(document, dict) else None
+    if not isinstance(named, str) or named.rstrip("/") != issuer:
         raise ProviderUnavailable("the discovery document names another issuer")
     for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
         url = document.get(key)
@@ -185,7 +186,7 @@ class OIDCBackend(OIDCAuthenticationBackend, sessions.ModelBackend):
         if jwt.get_unverified_header(payload).get("alg") != SIGN_ALGO:
             raise SuspiciousOperation(f"the ID token is not signed with {SIGN_ALGO}")
         claims = jwt.decode(payload, key, algorithms=[SIGN_ALGO], audience=settings.OIDC_CLIENT_ID,
-                            issuer=settings.OIDC_ISSUER, leeway=CLOCK_SKEW_SECONDS,
+                            issuer=discovery()["issuer"], leeway=CLOCK_SKEW_SECONDS,
                             options={"require": ["iss", "sub", "aud", "exp", "iat"]})
         # OpenID Connect Core 1.0, 3.1.3.7: with several audiences, azp must name us.
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
@@ -241,6 +242,11 @@ class CallbackView(oidc_views.OIDCAuthenticationCallbackView):
     def get(self, request):
         if not enabled():
             raise Http404("Single sign-on is not configured.")
+        if request.GET.get("error") and request.GET.get("state") not in request.session.get("oidc_states", {}):
+            # An error for no log-in or refresh of ours (a forged link): mozilla's view would log the person
+            # out; it is shown, and nothing else happens.
+            messages.error(request, "Single sign-on did not complete. Please try again.")
+            return redirect("login")
         return super().get(request)
 
     def login_failure(self):

@@ -49,7 +49,7 @@ def fan_out_one_event(*, now: datetime | None = None) -> bool:
 
 def matching_channels(event: Event) -> list[Channel]:
     """The enabled channels whose rules take this event: its kind, its connection (none chosen: every one) and,
-    for a batch's event, the metadata match."""
+    for a batch's event or a budget's for a metadata value, the metadata match."""
     channels = Channel.objects.filter(enabled=True).prefetch_related("connections")
     chosen = []
     for channel in channels:
@@ -58,7 +58,8 @@ def matching_channels(event: Event) -> list[Channel]:
         connection_ids = {c.pk for c in channel.connections.all()}
         if connection_ids and event.connection_id not in connection_ids:
             continue
-        if event.batch is not None and not channel.metadata_matches(event.batch.metadata):
+        metadata = event.batch.metadata if event.batch is not None else event.data.get("metadata")
+        if metadata is not None and not channel.metadata_matches(metadata):
             continue
         chosen.append(channel)
     return chosen

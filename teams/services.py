@@ -77,9 +77,14 @@ def revoke_access(*, team: Team, connection: Connection | None, by=None) -> bool
 
 @transaction.atomic
 def add_member(*, team: Team, user, by=None) -> bool:
+    """Add a member by hand. A membership the provider gave becomes a manual one: kept at the next log-in."""
     _require_manage(by, team)
     if team.members.filter(pk=user.pk).exists():
-        return False
+        if not ProviderMembership.objects.filter(team=team, user=user).delete()[0]:
+            return False
+        audit(by=by, action="member_add", target=user.get_username(),
+              detail=f"kept in team {team.name} by hand (was by single sign-on)")
+        return True
     team.members.add(user)
     audit(by=by, action="member_add", target=user.get_username(), detail=f"joined team {team.name}")
     return True

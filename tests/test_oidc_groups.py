@@ -66,6 +66,19 @@ def test_a_team_already_joined_by_hand_stays_manual(client, oidc, sso_log_in, te
     assert _access("bob@example.com") == (["Viewer"], ["Red"])
 
 
+def test_adding_by_hand_a_member_the_provider_gave_makes_the_membership_manual(client, oidc, sso_log_in, teams):
+    oidc.add_user("carol", email="carol@example.com", groups=["batch-operators"])
+    sso_log_in("carol")
+    carol = User.objects.get(username="carol@example.com")
+    client.logout()
+    assert services.add_member(team=teams["Red"], user=carol)  # already in Red through the provider
+    assert not ProviderMembership.objects.filter(user=carol).exists()
+    oidc.change_user("carol", groups=["batch-viewers"])
+    sso_log_in("carol")
+    assert _access("carol@example.com") == (["Viewer"], ["Red"])
+    assert services.add_member(team=teams["Red"], user=carol) is False  # manual already: nothing to do
+
+
 def test_a_mapped_team_that_does_not_exist_is_not_created(client, oidc, sso_log_in, settings, db):
     oidc.add_user("carl", email="carl@example.com", groups=["batch-operators"])
     sso_log_in("carl")

@@ -186,3 +186,25 @@ def test_a_password_form_never_reaches_the_provider(client, oidc, login):
     assert response.status_code == 302
     assert _logged_in_user(client).username == "kim"
     assert not AuditEvent.objects.filter(action="oidc_refused").exists()
+
+
+def test_a_forged_error_link_to_the_callback_logs_nobody_out(client, oidc, login):
+    """/oidc/callback/?error=… that answers no log-in of ours (no state we issued) is shown and does nothing."""
+    login("viewer")
+    response = client.get("/oidc/callback/?error=access_denied")
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    assert client.get("/").status_code == 200  # still logged in
+    response = client.get("/oidc/callback/?error=access_denied&state=not-ours")
+    assert client.get("/").status_code == 200
+
+
+def test_a_discovery_document_naming_its_issuer_oddly_is_refused(db, settings):
+    from accounts.oidc import ProviderUnavailable, _check_discovery
+
+    settings.OIDC_ALLOW_HTTP = False
+    endpoints = {key: f"https://sso.example.com/{key}" for key in ("authorization_endpoint", "token_endpoint",
+                                                                  "jwks_uri")}
+    _check_discovery({"issuer": "https://sso.example.com/", **endpoints}, "https://sso.example.com")  # a slash: fine
+    for issuer in (5, None, ["https://sso.example.com"], "https://other.example.com"):
+        with pytest.raises(ProviderUnavailable):
+            _check_discovery({"issuer": issuer, **endpoints}, "https://sso.example.com")

@@ -232,3 +232,19 @@ def test_a_hostile_token_count_costs_no_more_than_the_rollup_counts(connection, 
     store_usage(connection, "batch_huge", date(2026, 3, 2), input=2**62)
     # at most 10^12 tokens a batch: $2 a million, half with the batch discount
     assert Batch.objects.get(batch_id="batch_huge").cost_usd == pytest.approx(10**12 / 1_000_000)
+
+
+def test_repricing_leaves_a_cost_the_store_changed_meanwhile(connection, march, store_usage, monkeypatch):
+    """A store commits new tokens (and their cost) between re-pricing's read and its write: its cost stays."""
+    from batches.models import Batch
+
+    real = prices._set_costs
+
+    def store_first(table, updates):
+        store_usage(connection, "batch_before", date(2026, 3, 5), input=3_000_000)  # $3.00 at the old price
+        return real(table, updates)
+
+    monkeypatch.setattr(prices, "_set_costs", store_first)
+    ModelPrice.objects.filter(valid_from=date(2024, 1, 1)).update(input=10)
+    assert prices.reprice(prefix="gpt-4o-mini") == 0  # batch_after is priced from 2026-03-10: unchanged
+    assert Batch.objects.get(batch_id="batch_before").cost_usd == 15.0  # the store read the new price itself

@@ -73,7 +73,7 @@ def cost_per_request(prices: PriceTable, model: str, today: date) -> float | Non
     return cost / requests if requests else None
 
 
-def consumption(budget: Budget, *, prices: PriceTable, now: datetime) -> dict:
+def consumption(budget: Budget, *, prices: PriceTable, now: datetime, averages: dict | None = None) -> dict:
     """Spent so far (finished and running batches' tokens), the in-flight part still expected, the total as a
     percentage of the amount, and a forecast to the period's end."""
     today, models = now.date(), _models(budget)
@@ -87,7 +87,7 @@ def consumption(budget: Budget, *, prices: PriceTable, now: datetime) -> dict:
             spent += priced
         elif input_tokens or output:
             unpriced.add(model)
-    in_flight, averages = 0.0, {}
+    in_flight, averages = 0.0, {} if averages is None else averages  # per model, shared by the caller's budgets
     running = _batches(budget, models).filter(in_flight=True, created_at__gte=datetime.combine(start, time.min, UTC))
     for batch in running.only("model", "created_at", "first_seen_at", "total_requests", "input_tokens",
                               "cached_tokens", "output_tokens")[:5000]:
@@ -120,11 +120,11 @@ def check_budgets(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     prices = PriceTable.load()
     importing = set(Connection.objects.filter(imported_at__isnull=True, enabled=True).values_list("pk", flat=True))
-    events = []
+    events, averages = [], {}
     for budget in Budget.objects.select_related("connection"):
         if (budget.connection_id in importing) if budget.connection_id else importing:
             continue
-        state = consumption(budget, prices=prices, now=now)
+        state = consumption(budget, prices=prices, now=now, averages=averages)
         for threshold in THRESHOLDS:
             if state["percent"] is None or state["percent"] < threshold:
                 continue
@@ -135,6 +135,8 @@ def check_budgets(*, now: datetime | None = None) -> int:
                 kind=EVENT_KINDS[threshold], connection_id=budget.connection_id,
                 dedupe_key=f"budget:{budget.pk}:{state['start']:%Y-%m-%d}:{threshold}",
                 data={"budget": budget.name, "scope": budget.scope_text, "reason": reason,
-                      "url": absolute_url(reverse("usage"))}))
+                      "url": absolute_url(reverse("usage")),
+                      # a channel's metadata rule (team=growth) takes a budget for that value only
+                      **({"metadata": {budget.meta_key: budget.meta_value}} if budget.meta_key else {})}))
     return create_events(events)
 

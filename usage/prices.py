@@ -114,20 +114,28 @@ def reprice(*, prefix: str = "", batch_model=None, price_model=None, chunk: int 
         if not rows:
             return changed
         last = rows[-1]["pk"]
-        updates = [(row["pk"], cost) for row in rows if (cost := batch_cost(row, prices)) != row["cost_usd"]]
+        updates = [(row["pk"], cost, row["model"], row["input_tokens"], row["cached_tokens"], row["output_tokens"])
+                   for row in rows if (cost := batch_cost(row, prices)) != row["cost_usd"]]
         if updates:
-            _set_costs(batch_model._meta.db_table, updates)
-        changed += len(updates)
+            changed += _set_costs(batch_model._meta.db_table, updates)
 
 
-def _set_costs(table: str, updates: list[tuple[int, float | None]]) -> None:
+def _set_costs(table: str, updates: list[tuple]) -> int:
     """One UPDATE … FROM a VALUES list for a chunk of costs, the same on PostgreSQL and SQLite (3.33+): the ORM's
-    bulk_update writes a CASE with a branch per row, which PostgreSQL walks for every row (minutes at 1,000,000)."""
+    bulk_update writes a CASE with a branch per row, which PostgreSQL walks for every row (minutes at 1,000,000).
+    A row is written only if its model and tokens are still those read: a store that changed them meanwhile also
+    stored their cost, which must not be overwritten. Returns how many rows were written."""
+    same = "IS NOT DISTINCT FROM" if db.vendor == "postgresql" else "IS"  # NULL-safe equality
     with db.cursor() as cursor:
+        # A VALUES list's columns are column1, column2, … on both databases: pk, cost, model, then the tokens.
         cursor.execute(
-            "WITH v(pk, cost) AS (VALUES " + ", ".join(["(%s, %s)"] * len(updates)) + ") "
-            f"UPDATE {table} SET cost_usd = CAST(v.cost AS DOUBLE PRECISION) FROM v WHERE {table}.id = v.pk",
-            [value for pair in updates for value in pair])
+            f"UPDATE {table} SET cost_usd = CAST(v.column2 AS DOUBLE PRECISION) FROM (VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(updates)) + f") AS v "
+            f"WHERE {table}.id = v.column1 AND {table}.model = v.column3 "
+            + " ".join(f"AND {table}.{column} {same} CAST(v.column{n} AS BIGINT)" for n, column in (
+                (4, "input_tokens"), (5, "cached_tokens"), (6, "output_tokens"))),
+            [value for row in updates for value in row])
+        return cursor.rowcount
 
 
 def priced(price, *, uncached: int, cached: int, output: int) -> float:

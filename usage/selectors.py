@@ -143,5 +143,7 @@ def visible_budgets(user) -> list[Budget]:
 
 def budget_states(user, *, prices: PriceTable, now: datetime | None = None) -> list[dict]:
     now = now or timezone.now()
-    return [{"budget": budget, **consumption(budget, prices=prices, now=now)} for budget in visible_budgets(user)]
+    averages = {}
+    return [{"budget": budget, **consumption(budget, prices=prices, now=now, averages=averages)}
+            for budget in visible_budgets(user)]
 
