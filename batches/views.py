@@ -229,6 +229,9 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
     chart_rows = insights.sampled_snapshots(batch)
     throughput = insights.throughput(batch, chart_rows, now)
     history = {} if batch.is_terminal else baselines.for_batch(batch, today=now.date())
+    eta = baselines.eta(batch, history, now)
+    expected_end = (None if eta["late"] else eta["at"]) if eta else (throughput or {}).get("eta")
+    cost = insights.estimated_cost(batch)
     return {
         "batch": batch,
         "can": can,
@@ -238,10 +241,13 @@ def _detail_context(batch: Batch, can: dict, notice=None, version: str = "") -> 
         "chart": insights.progress_chart(chart_rows),
         "phases": insights.phases(batch, now),
         "throughput": throughput,
-        "eta": baselines.eta(batch, history, now),
+        "eta": eta,
+        "eta_after_expiry": bool(expected_end and batch.expires_at and expected_end > batch.expires_at),
         "stuck": baselines.stuck_limit(batch, history) if baselines.is_stuck(batch, history, now) else None,
         "took": insights.took(batch),
-        "cost": insights.estimated_cost(batch),
+        "cost": cost,
+        # it used tokens, and its model has no price: say so rather than show nothing
+        "unpriced": cost is None and bool(batch.input_tokens or batch.output_tokens),
         "request_errors": files.read_request_errors(batch),
         "audits": list(batch.audit_events.all()[:20]),
         "stale": connection.health(now) in ("failing", "stale"),

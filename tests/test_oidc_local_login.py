@@ -96,7 +96,8 @@ def test_link_oidc_links_unlinks_and_refuses_a_subject_already_in_use(db):
     out = open("/dev/null", "w")
     call_command("link_oidc", "bea", "https://idp.example.com/", "sub-1", stdout=out)
     identity = OIDCIdentity.objects.get()
-    assert (identity.user.username, identity.issuer, identity.linked_by) == ("bea", "https://idp.example.com", "manage.py")
+    assert (identity.user.username, identity.issuer, identity.linked_by) == (
+        "bea", "https://idp.example.com", "manage.py")
     with pytest.raises(CommandError, match="already logs in as bea"):
         call_command("link_oidc", "cal", "https://idp.example.com", "sub-1", stdout=out)
     call_command("link_oidc", "bea", "https://idp.example.com", "sub-1", "--unlink", stdout=out)

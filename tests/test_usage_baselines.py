@@ -174,7 +174,9 @@ def test_a_baseline_never_calls_a_batch_stuck_before_the_floor(
     history(6, finalizing=60)
     _finalizing(store_usage, connection, now, "batch_early", 400)
     _finalizing(store_usage, connection, now, "batch_late", 700)
-    assert _hint(client, "batch_early") is None and _hint(client, "batch_late") is not None
+    assert _hint(client, "batch_early") is None
+    assert "longer than 10m 00s: the p95 of 6 earlier gpt-4o-mini batches on this connection is" in _hint(
+        client, "batch_late") and "none is called stuck sooner" in _hint(client, "batch_late")
     assert _stuck_events(now) == {"batch_late"}
 
 
@@ -182,6 +184,32 @@ def test_without_history_the_fixed_threshold_applies(client, viewer, connection,
     settings.STUCK_AFTER_SECONDS = {**settings.STUCK_AFTER_SECONDS, "finalizing": 3600}
     _finalizing(store_usage, connection, now, "batch_stuck", 4000)
     _finalizing(store_usage, connection, now, "batch_fine", 3000)
-    assert "far longer than usual" in _hint(client, "batch_stuck")
+    assert ("longer than the 1h 00m allowed without history (too few earlier gpt-4o-mini batches on this "
+            "connection to know what is usual)") in _hint(client, "batch_stuck")
     assert _hint(client, "batch_fine") is None
     assert _stuck_events(now) == {"batch_stuck"}
+
+
+def test_a_batch_later_than_typical_says_so_instead_of_moving_its_eta(client, login, connection, history,
+                                                                      store_usage, now):
+    history(6, in_progress=600, finalizing=300)
+    start = int(now.timestamp()) - 1200  # twenty minutes in progress; the p50 is about ten
+    store_usage(connection, "batch_running", now.date(), status="in_progress", created_at=start - 100,
+                in_progress_at=start, finalizing_at=None, completed_at=None)
+    login("viewer")
+    page = client.get("/batches/sim/batch_running/").content.decode()
+    shown = re.sub(r"<[^>]+>", "", re.search(r'<span id="eta">(.*?)</span></span>', page, re.S).group(1))
+    assert shown.startswith("Later than typical: in progress usually takes 10m")
+    assert "the p50 of 6 earlier gpt-4o-mini batches on this connection" in shown
+
+
+def test_an_eta_after_the_batch_expires_says_so(client, login, connection, store_usage, now):
+    start = int(now.timestamp()) - 600
+    fields = dict(status="in_progress", created_at=start - 100, in_progress_at=start, finalizing_at=None,
+                  completed_at=None, expires_at=int(now.timestamp()) + 60)
+    store_usage(connection, "batch_running", now.date(), completed=10, observed_at=now - timedelta(minutes=5),
+                **fields)
+    store_usage(connection, "batch_running", now.date(), completed=11, observed_at=now, **fields)  # 1 a 5 minutes
+    login("viewer")
+    text, _ = _eta(client)
+    assert "naive" in text and "after it expires" in text

@@ -81,12 +81,13 @@ def test_each_threshold_raises_one_event_per_period(imported, spend, store_usage
 
 
 def test_a_channel_for_one_team_gets_that_teams_budget_alerts_and_budgets_without_a_team(imported, spend,
-                                                                                          make_channel):
+                                                                                          make_channel, client, login):
     from notifications.models import Delivery
     from notifications.outbox import run_outbox
 
     kinds = ["budget.nearly_spent", "budget.spent"]
-    make_channel("email", "growth@example.com", name="growth only", events=kinds, metadata_match="team=growth")
+    growth = make_channel("email", "growth@example.com", name="growth only", events=kinds,
+                          metadata_match="team=growth")
     make_channel("email", "search@example.com", name="search only", events=kinds, metadata_match="team=search")
     Budget.objects.create(name="growth", amount_usd="1.80", meta_key="team", meta_value="growth")
     Budget.objects.create(name="everything", amount_usd="1.80")
@@ -94,6 +95,9 @@ def test_a_channel_for_one_team_gets_that_teams_budget_alerts_and_budgets_withou
     run_outbox()
     assert sorted(Delivery.objects.values_list("event__data__budget", "channel__name")) == [
         ("everything", "growth only"), ("everything", "search only"), ("growth", "growth only")]
+    login("admin")
+    log = client.get(f"/alerts/{growth.pk}/").content.decode().split('id="delivery-log"')[1]
+    assert "growth <span class=\"muted\">(every connection, team=growth)</span>" in log  # which budget it was
 
 
 def test_a_budget_under_its_first_threshold_raises_nothing(imported, spend):

@@ -254,7 +254,17 @@ def test_a_bad_budget_is_a_400(client, login, connection, change):
     assert not Budget.objects.exists() and not _audited("budget_add")
 
 
-def test_a_budget_without_a_metadata_key_keeps_no_value(client, login):
+def test_a_metadata_value_without_its_key_is_refused_not_widened_to_every_batch(client, login):
     login("admin")
-    client.post("/usage/budgets/", {"name": "all", "amount_usd": "5", "period": "month", "meta_value": "stray"})
-    assert Budget.objects.get().meta_value == ""
+    response = client.post("/usage/budgets/", {"name": "all", "amount_usd": "5", "period": "month",
+                                               "meta_value": "growth"})
+    assert response.status_code == 400 and not Budget.objects.exists()
+    assert "Choose the metadata key this value is for" in response.content.decode()
+
+
+def test_a_cached_price_above_the_input_price_is_refused(client, login):
+    login("admin")
+    response = client.post("/usage/prices/", {"model": "acme-1", "valid_from": "2026-03-01", "input": "1",
+                                              "cached_input": "5", "output": "2"})
+    assert response.status_code == 400 and not ModelPrice.objects.filter(model="acme-1").exists()
+    assert "Cached input costs at most what input costs" in response.content.decode()

@@ -144,7 +144,18 @@ def test_an_unknown_model_is_listed_and_not_counted_as_free(connection, client, 
     assert "<dt>Estimated cost</dt><dd>$1.00</dd>" in page
     prices_page = client.get("/usage/prices/").content.decode()
     assert "No price for <code>ft:gpt-4.1:acme::x9</code> (1 batch in the last 30 days): add one below." in prices_page
-    assert client.get("/batches/sim/batch_ft/").content.decode().count("estimated") == 0
+    detail = client.get("/batches/sim/batch_ft/").content.decode()
+    assert detail.count("estimated") == 0 and "cost unknown: no price for ft:gpt-4.1:acme::x9" in detail
+    assert "no price for" not in client.get("/batches/sim/batch_no_tokens/").content.decode()
+
+
+def test_a_cost_under_a_hundredth_of_a_cent_is_not_shown_as_zero(connection, client, login, store_usage,
+                                                                 set_prices):
+    set_prices(("gpt-4o-mini", date(2024, 1, 1), 2, 1, 8))
+    store_usage(connection, "batch_tiny", date(2026, 3, 2), input=50)  # $0.00005
+    login("viewer")
+    page = client.get("/batches/sim/batch_tiny/").content.decode()
+    assert "&lt; $0.0001 estimated" in page and "$0.0000" not in page
 
 
 def test_seeding_takes_the_starter_table_or_model_prices_json(db, settings):
@@ -248,3 +259,11 @@ def test_repricing_leaves_a_cost_the_store_changed_meanwhile(connection, march, 
     ModelPrice.objects.filter(valid_from=date(2024, 1, 1)).update(input=10)
     assert prices.reprice(prefix="gpt-4o-mini") == 0  # batch_after is priced from 2026-03-10: unchanged
     assert Batch.objects.get(batch_id="batch_before").cost_usd == 15.0  # the store read the new price itself
+
+
+def test_an_exact_name_wins_over_a_longer_star_name(set_prices):
+    set_prices(("gpt-5", date(2024, 1, 1), 1.25, 0.125, 10), ("gpt-5*", date(2024, 1, 1), 1, 1, 1))
+    table = prices.PriceTable.load()
+    assert table.price("gpt-5", date(2026, 3, 1)).model == "gpt-5"
+    assert table.price("gpt-5-2025-08-07", date(2026, 3, 1)).model == "gpt-5"
+    assert table.price("gpt-5-codex", date(2026, 3, 1)).model == "gpt-5*"

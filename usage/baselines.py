@@ -71,16 +71,18 @@ def for_batch(batch, *, today: date | None = None) -> dict:
 
 def eta(batch, baselines: dict, now: datetime) -> dict | None:
     """When the batch should end, from the p50 of its current phase and of the phases after it; None when the
-    batch is not on that path or one of those phases lacks history."""
+    batch is not on that path or one of those phases lacks history. `late`: its current phase has already taken
+    longer than typical, so there is no honest time to give (the page says so instead of moving the time on)."""
     since = batch.status_since
     if batch.status not in _LATER or since is None:
         return None
     phases = [batch.status, *_LATER[batch.status]]
     if any(phase not in baselines for phase in phases):
         return None
-    current_end = max(since + timedelta(seconds=baselines[batch.status]["p50"]), now)
-    later = sum(baselines[phase]["p50"] for phase in phases[1:])
-    return {"at": current_end + timedelta(seconds=later), "n": min(baselines[p]["n"] for p in phases)}
+    typical = baselines[batch.status]["p50"]
+    at = since + timedelta(seconds=typical + sum(baselines[phase]["p50"] for phase in phases[1:]))
+    return {"at": at, "n": min(baselines[p]["n"] for p in phases), "late": since + timedelta(seconds=typical) < now,
+            "typical": typical}
 
 
 def stuck_limit(batch, baselines: dict) -> dict | None:
@@ -92,8 +94,10 @@ def stuck_limit(batch, baselines: dict) -> dict | None:
         return None
     stats = baselines.get(batch.status)
     if stats is None:
-        return {"seconds": fixed, "n": 0}
-    return {"seconds": max(stats["p95"], settings.STUCK_BASELINE_FLOOR_SECONDS), "n": stats["n"]}
+        return {"seconds": fixed, "n": 0, "basis": "fixed"}
+    floor = settings.STUCK_BASELINE_FLOOR_SECONDS
+    return {"seconds": max(stats["p95"], floor), "n": stats["n"], "p95": stats["p95"],
+            "basis": "p95" if stats["p95"] >= floor else "floor"}
 
 
 def is_stuck(batch, baselines: dict, now: datetime) -> bool:

@@ -60,7 +60,11 @@ def stacked_bars(series: dict, *, money_values: bool) -> dict:
                                                                                      money_values=money_values)}
              for share in (0, 0.5, 1)]
     picks = sorted({0, len(rows) // 2, len(rows) - 1}) if rows else []
-    x_labels = [{"x": round(LEFT + i * slot + slot / 2, 2), "label": f"{rows[i]['bucket']:%b %d}"} for i in picks]
+    # The first label starts at its bar and the last ends at its bar, so neither is cut at the edge.
+    anchors = {0: "start", len(rows) - 1: "end"} if len(rows) > 1 else {}
+    x_labels = [{"x": round(LEFT + i * slot + (0 if anchors.get(i) == "start" else slot if anchors.get(i) == "end"
+                                                else slot / 2), 2),
+                 "label": f"{rows[i]['bucket']:%b %d}", "anchor": anchors.get(i, "middle")} for i in picks]
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "base": TOP + plot_height,
             "bars": bars, "ticks": ticks, "x_labels": x_labels, "x_label_y": HEIGHT - 8,
             "legend": [{"label": label, "series": i % SERIES_COLOURS} for i, label in enumerate(labels)]}

@@ -75,6 +75,9 @@ class PriceForm(forms.ModelForm):
         for name in ("input", "cached_input", "output"):
             if data.get(name) is not None and data[name] < 0:
                 self.add_error(name, "A price cannot be negative.")
+        cached, uncached = data.get("cached_input"), data.get("input")
+        if cached is not None and uncached is not None and cached > uncached:
+            self.add_error("cached_input", "Cached input costs at most what input costs: check the two prices.")
         return data
 
 
@@ -98,6 +101,7 @@ class BudgetForm(forms.ModelForm):
             self.add_error("amount_usd", "A budget is more than $0.")
         if data.get("meta_key") and not data.get("meta_value"):
             self.add_error("meta_value", "Give the value the metadata key must have (growth for team=growth).")
-        if not data.get("meta_key"):
-            data["meta_value"] = ""
+        if data.get("meta_value") and not data.get("meta_key"):
+            self.add_error("meta_key", "Choose the metadata key this value is for (team for team=growth); without "
+                                       "one the budget would count every batch.")
         return data

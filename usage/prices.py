@@ -1,8 +1,8 @@
 """Pricing: the ModelPrice table, read once per page, and what tokens cost at the price of their day.
 
-A model is priced by the longest row name that prices it (its own, its dated snapshot's, or a `*` prefix); among
-that name's rows, the latest `valid_from` on or before the day. The batch discount (BATCH_PRICE_DISCOUNT)
-applies on top: the Batch API bills half the standard rate.
+A model is priced by its own row name (or the name of which it is a dated snapshot), else the longest `*` prefix
+that matches it; among that name's rows, the latest `valid_from` on or before the day. The batch discount
+(BATCH_PRICE_DISCOUNT) applies on top: the Batch API bills half the standard rate.
 """
 
 import re
@@ -49,7 +49,7 @@ def prices_model(name: str, model: str) -> bool:
 
 class PriceTable:
     """Every ModelPrice row in memory (a few dozen): price lookups for a whole page cost one query. Of the rows
-    that price a model (prices_model), the longest name wins."""
+    that price a model (prices_model), its own name (or its snapshot's) wins over a `*` name, then the longest."""
 
     def __init__(self, rows):
         self._rows: dict[str, list] = {}
@@ -64,9 +64,10 @@ class PriceTable:
         return cls(ModelPrice.objects.all())
 
     def _prefix(self, model: str) -> str | None:
+        """The row name pricing `model`: its own or its snapshot's before any `*` name, the longest of either."""
         if model not in self._match:
             matches = [name for name in self._rows if prices_model(name, model)]
-            self._match[model] = max(matches, key=len) if matches else None
+            self._match[model] = max(matches, key=lambda name: (not name.endswith("*"), len(name)), default=None)
         return self._match[model]
 
     def price(self, model: str, day: date | None = None):

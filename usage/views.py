@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from batches import audit, selectors as batch_selectors
 
 from . import charts, selectors
-from .forms import BudgetForm, PriceForm, UsageFilterForm
+from .forms import BudgetForm, PriceForm, UsageFilterForm, stack_choices
 from .models import PHASE_LABELS, Budget, ModelPrice
 from .prices import PriceTable
 
@@ -35,7 +35,7 @@ def usage_page(request):
     form, period, stack = _filters(request)
     prices = PriceTable.load()
     report = selectors.report(user=request.user, period=period, stack=stack, prices=prices)
-    drawn = [{"kind": kind, "title": title, "series": report["charts"][kind],
+    drawn = [{"kind": kind, "title": title, "series": report["charts"][kind], "table": _table(kind, report),
               "chart": charts.stacked_bars(report["charts"][kind], money_values=kind == "cost")}
              for kind, title in selectors.CHARTS.items()]
     return render(request, "usage/usage.html", {
@@ -44,7 +44,7 @@ def usage_page(request):
         "timing": selectors.timing(user=request.user, period=period), "phase_labels": PHASE_LABELS,
         "budgets": selectors.budget_states(request.user, prices=prices),
         "query": request.GET.urlencode(), "baseline_days": settings.USAGE_BASELINE_DAYS,
-        "can_edit_prices": may_edit_prices(request.user),
+        "can_edit_prices": may_edit_prices(request.user), "stack_label": dict(stack_choices())[stack],
     })
 
 
@@ -62,10 +62,15 @@ def usage_export(request, kind: str):
                                        f'{period.end:%Y%m%d}-by-{period.group}.csv"')
     writer = csv.writer(response)
     writer.writerow([period.group, *(_safe_cell(label) for label in series["labels"]), "total"])
-    for row in series["rows"]:
-        writer.writerow([f"{row['bucket']:%Y-%m-%d}", *(_number(kind, v) for v in row["values"]),
-                         _number(kind, row["total"])])
+    for row in _table(kind, {"charts": {kind: series}}):
+        writer.writerow([row["bucket"], *row["cells"], row["total"]])
     return response
+
+
+def _table(kind: str, report: dict) -> list[dict]:
+    """A chart's table as the page shows it and the CSV writes it: the same strings, so they cannot differ."""
+    return [{"bucket": f"{row['bucket']:%Y-%m-%d}", "cells": [_number(kind, v) for v in row["values"]],
+             "total": _number(kind, row["total"])} for row in report["charts"][kind]["rows"]]
 
 
 def _number(kind: str, value) -> str:
