@@ -1,6 +1,8 @@
 """Single sign-on in Chromium: our log-in page, the real test provider's log-in and consent, our callback, and the
 dashboard with the role and team the provider's groups map to."""
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import expect
@@ -8,6 +10,8 @@ from playwright.sync_api import expect
 from teams.models import Team, TeamGrant
 from tests.browser import open_page
 from tests.oidc_provider import PASSWORD
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 @pytest.mark.e2e
@@ -30,6 +34,7 @@ def test_a_person_logs_in_with_the_provider_and_gets_the_mapped_role_and_team(
     page, errors = open_page(browser)
     page.goto(base + "/")
     expect(page).to_have_url(f"{base}/login/?next=/")
+    page.screenshot(path=str(DOCS / "sso-login.png"))
     page.click("text=Log in with Test IdP")
     page.wait_for_url(f"{oidc.url}/login/**")  # the provider's own log-in page
     page.fill("#id_username", "olivia")
