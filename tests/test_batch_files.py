@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 
 from batches.store import store_batch
 
@@ -125,7 +126,13 @@ def test_only_one_scan_of_an_error_file_runs_at_a_time(failed_batch, simulator, 
     read_batch_files(failed_batch.pk)
     settings.ERROR_FILE_SCAN_SECONDS, settings.ERROR_FILE_SCAN_BYTES = 1, 2 * 1024 * 1024
     simulator.set_faults(next=1, kinds=["drip"], slow_seconds=0.05)
-    first = threading.Thread(target=read_batch_files, args=(failed_batch.pk,))
+    def read_in_a_thread():
+        try:
+            read_batch_files(failed_batch.pk)
+        finally:
+            connections.close_all()  # this thread's own connection: left open, it outlives the test database
+
+    first = threading.Thread(target=read_in_a_thread)
     first.start()
     time.sleep(0.3)
     started = time.monotonic()
